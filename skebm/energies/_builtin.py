@@ -1,0 +1,11 @@
+"""skebm's built-in energies, registered through the same hook as plugins."""
+
+from skebm.energies.analytic import GaussianEnergy
+from skebm.energies.mlp import MLPEnergy
+from skebm.hookspecs import hookimpl
+
+
+@hookimpl
+def skebm_register_energies(register):
+    register("mlp", MLPEnergy)
+    register("gaussian", GaussianEnergy)

@@ -1,0 +1,649 @@
+"""EnergyDensityEstimator: energy-based density estimation with sklearn semantics."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from skebm._components import build_energy, resolve_strategy
+from skebm._training import run_epochs
+from skebm._version import __version__
+from skebm.bases import fit_base
+from skebm.energies.residual import ResidualEnergy
+from skebm.exceptions import DeviceWarning, DivergenceError, VersionWarning
+from skebm.losses import BaseLoss
+from skebm.partition import estimate_log_partition
+from skebm.samplers import BaseSampler
+from skebm.utils._sklearn_compat import (
+    Interval,
+    StrOptions,
+    _fit_context,
+    validate_data,
+)
+from skebm.utils._torch import (
+    evaluate_in_chunks,
+    frozen_parameters,
+    make_generator,
+    new_seed,
+    resolve_device,
+    resolve_dtype,
+)
+
+__all__ = ["EnergyDensityEstimator"]
+
+#: Chains run at once by ``sample``; memory is bounded by one chunk.
+SAMPLE_CHUNK = 16384
+
+#: Parameters that take sub-parameters through ``set_params(<name>__<key>=...)``.
+_STRATEGY_PARAMS = ("energy", "loss", "sampler")
+
+
+class EnergyDensityEstimator(DensityMixin, BaseEstimator):
+    """Energy-based density estimator.
+
+    Learns a density ``p(x) = q(x) exp(-E(x)) / Z`` where ``q`` is a normalised
+    base density fitted to the data (a Gaussian mixture by default) and ``E`` a
+    neural energy initialised at zero, so an untrained model equals its base.
+    The data are standardised internally; all results are in the user's units.
+    After training, ``log Z`` is estimated once (annealed importance sampling),
+    so :meth:`score_samples` is a normalised, deterministic log-density and
+    :meth:`score` a mean log-likelihood that ``GridSearchCV`` can compare across
+    models.
+
+    Training losses and MCMC samplers are strategies, chosen by registered name
+    (``loss="pcd", loss_params={"n_steps": 20}``) or as instances
+    (``loss=ContrastiveDivergence(n_steps=20)``); plugins add names.
+
+    Parameters
+    ----------
+    energy : str, nn.Module, nn.Module class or callable, default="mlp"
+        The learned energy ``E``: a registered name (``"mlp"``, ``"gaussian"``,
+        or a plugin's), a module instance (deep-copied at fit, never trained in
+        place), a module class or a factory ``f(n_features, **energy_params)``.
+        It must map a ``(batch, n_features)`` tensor to a ``(batch,)`` tensor.
+    energy_params : dict, default=None
+        Keyword arguments of the energy's class or factory, e.g.
+        ``{"hidden_layer_sizes": (64, 64)}``.
+    base : {"gmm", "gaussian", "standard"}, default="gmm"
+        The base density ``q``: a Gaussian mixture (components chosen by BIC), a
+        full-covariance Gaussian, or ``N(0, I)``, fitted to the standardised data.
+    base_params : dict, default=None
+        Options of the base, see :func:`skebm.bases.fit_base` (e.g.
+        ``{"n_components": 10}``).
+    loss : str or BaseLoss, default="nce"
+        Training loss: a registered name (``"nce"``, ``"cd"``, ``"pcd"``, ...) or a
+        :class:`~skebm.losses.BaseLoss` instance.
+    loss_params : dict, default=None
+        Constructor parameters of a named loss.
+    sampler : str or BaseSampler, default="mala"
+        MCMC sampler for losses that sample and for :meth:`sample`: a registered
+        name (``"langevin"``, ``"mala"``, ...) or a
+        :class:`~skebm.samplers.BaseSampler` instance.
+    sampler_params : dict, default=None
+        Constructor parameters of a named sampler.
+    sample_steps : int, default=100
+        Sampler steps run by :meth:`sample` from exact base draws.
+    partition : {"ais", "grid"}, default="ais"
+        How ``log Z`` is estimated at the end of ``fit``: annealed importance
+        sampling from the base, or exact quadrature (``d <= 2`` only).
+    partition_params : dict, default=None
+        Options of the estimator, see :func:`skebm.partition.ais_log_partition`
+        and :func:`skebm.partition.grid_log_partition`.
+    max_iter : int, default=200
+        Epochs per call to :meth:`fit`.
+    batch_size : int or "auto", default="auto"
+        Rows per optimisation step; ``"auto"`` is ``min(256, n_samples)``.
+    learning_rate : float, default=1e-3
+        Adam's learning rate.
+    tol : float or None, default=None
+        Stop when the epoch loss has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs. ``None`` always runs ``max_iter`` epochs
+        (contrastive losses are not monotone).
+    n_iter_no_change : int, default=10
+        Patience for ``tol``.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
+        ``"mps"``. Checked at fit.
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the networks and of training; inputs of any real dtype are
+        cast. Results are returned as float64.
+    warm_start : bool, default=False
+        Continue from the fitted energy, optimizer state, loss state (persistent
+        chains) and random stream instead of starting anew. The standardisation
+        and base density stay those of the first fit.
+    random_state : int, RandomState instance or None, default=None
+        Seeds a local ``torch.Generator`` in :meth:`fit`; torch's and numpy's
+        global random states are not used. The same int gives the same model on
+        the same device.
+    verbose : int, default=0
+        ``>= 1`` prints one line per epoch.
+
+    Attributes
+    ----------
+    energy_ : nn.Module
+        The trained energy ``E``, acting on standardised inputs.
+    base_ : skebm.bases.BaseDensity
+        The fitted base density ``q``, on standardised inputs.
+    loss_ : BaseLoss
+        The loss used (a fresh instance, never the ``loss`` parameter itself).
+    sampler_ : BaseSampler
+        The sampler used.
+    device_ : torch.device
+        Where the fitted model lives.
+    mean_, scale_ : ndarray of shape (n_features_in_,)
+        The internal standardisation ``z = (x - mean_) / scale_``.
+    log_partition_ : float
+        Estimate of ``log Z = log E_q[exp(-E)]`` in the standardised space.
+    log_partition_stderr_ : float
+        Its standard error (for ``partition="grid"``: the quadrature error
+        estimate).
+    n_iter_ : int
+        Epochs run by the last call to :meth:`fit` (1 after :meth:`partial_fit`).
+    loss_curve_ : list of float
+        Mean training loss of every epoch, across warm starts.
+    diverged_ : bool
+        True when training stopped on a non-finite loss or weight; the model is
+        then the last finite state.
+    n_features_in_ : int
+        Number of features seen during :term:`fit`.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during :term:`fit`. Defined only when ``X`` has
+        feature names that are all strings.
+
+    See Also
+    --------
+    sklearn.neighbors.KernelDensity : Kernel density estimation.
+    sklearn.mixture.GaussianMixture : Gaussian mixture density.
+
+    Notes
+    -----
+    ``score_samples`` is computed in fixed-size zero-padded chunks, so a row's
+    value does not depend on the other rows passed with it, and no randomness is
+    used after ``fit``. ``sample`` starts chains at exact draws of the base and runs
+    ``sample_steps`` steps of the sampler.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_moons
+    >>> from skebm import EnergyDensityEstimator
+    >>> X, _ = make_moons(500, noise=0.1, random_state=0)
+    >>> est = EnergyDensityEstimator(max_iter=5, random_state=0).fit(X)
+    >>> est.score_samples(X[:3]).shape
+    (3,)
+    >>> round(est.score(X), 1) > -2.0
+    True
+    >>> est.sample(4, random_state=0).shape
+    (4, 2)
+    """
+
+    _parameter_constraints: dict = {
+        "energy": [str, nn.Module, callable],
+        "energy_params": [dict, None],
+        "base": [StrOptions({"gmm", "gaussian", "standard"})],
+        "base_params": [dict, None],
+        "loss": [str, BaseLoss],
+        "loss_params": [dict, None],
+        "sampler": [str, BaseSampler],
+        "sampler_params": [dict, None],
+        "sample_steps": [Interval(Integral, 0, None, closed="left")],
+        "partition": [StrOptions({"ais", "grid"})],
+        "partition_params": [dict, None],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "tol": [Interval(Real, 0, None, closed="left"), None],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "device": [str],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "warm_start": ["boolean"],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        energy="mlp",
+        energy_params=None,
+        base="gmm",
+        base_params=None,
+        loss="nce",
+        loss_params=None,
+        sampler="mala",
+        sampler_params=None,
+        sample_steps=100,
+        partition="ais",
+        partition_params=None,
+        max_iter=200,
+        batch_size="auto",
+        learning_rate=1e-3,
+        tol=None,
+        n_iter_no_change=10,
+        device="auto",
+        dtype="float32",
+        warm_start=False,
+        random_state=None,
+        verbose=0,
+    ):
+        self.energy = energy
+        self.energy_params = energy_params
+        self.base = base
+        self.base_params = base_params
+        self.loss = loss
+        self.loss_params = loss_params
+        self.sampler = sampler
+        self.sampler_params = sampler_params
+        self.sample_steps = sample_steps
+        self.partition = partition
+        self.partition_params = partition_params
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.device = device
+        self.dtype = dtype
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- parameters ----------------------------------------------------------------
+
+    def set_params(self, **params):
+        """Set parameters; ``sampler__step_size=...`` also works for a named sampler.
+
+        When ``energy``, ``loss`` or ``sampler`` is a registered name,
+        ``<name>__<key>=value`` is stored as ``<name>_params[key] = value`` (in a new
+        dict), so ``GridSearchCV`` can search ``sampler__step_size`` whatever form
+        the strategy takes. For instances the usual nested ``set_params`` applies.
+
+        Returns
+        -------
+        self : EnergyDensityEstimator
+        """
+        for name in _STRATEGY_PARAMS:
+            if name in params:
+                super().set_params(**{name: params.pop(name)})
+            prefix = f"{name}__"
+            nested = {
+                k[len(prefix) :]: params.pop(k)
+                for k in list(params)
+                if k.startswith(prefix)
+            }
+            if nested and isinstance(getattr(self, name), str):
+                merged = {**(getattr(self, f"{name}_params") or {}), **nested}
+                super().set_params(**{f"{name}_params": merged})
+            elif nested:
+                super().set_params(**{f"{prefix}{k}": v for k, v in nested.items()})
+        return super().set_params(**params)
+
+    # -- fitting -------------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Fit the density to ``X``: ``max_iter`` epochs, then estimate ``log Z``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; at least 2 rows.
+        y : None
+            Ignored. This parameter exists only for compatibility with
+            :class:`~sklearn.pipeline.Pipeline`.
+
+        Returns
+        -------
+        self : EnergyDensityEstimator
+            The fitted estimator.
+
+        Raises
+        ------
+        DivergenceError
+            When training produced non-finite values; the last finite state is
+            kept and usable.
+        """
+        return self._fit(X, n_epochs=self.max_iter, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def partial_fit(self, X, y=None):
+        """Train for one epoch on ``X``, continuing from the current state.
+
+        The first call initialises the model (standardisation, base density) from
+        this ``X``; later calls keep them. ``log Z`` is re-estimated after each call.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : EnergyDensityEstimator
+        """
+        return self._fit(X, n_epochs=1, incremental=True)
+
+    def _fit(self, X, *, n_epochs: int, incremental: bool):
+        first = not hasattr(self, "energy_") or not (self.warm_start or incremental)
+        X = validate_data(
+            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=first
+        )
+        if first:
+            self._initialize(X)
+        else:
+            self._prepare_continuation()
+        Z = torch.as_tensor((X - self.mean_) / self.scale_, dtype=self._dtype()).to(
+            self.device_
+        )
+        if first:
+            generator = make_generator(self.device_, self._train_seed)
+            self._loss_state = self.loss_.init_state(
+                self._model(), Z, generator=generator
+            )
+            self._train_rng_state = generator.get_state()
+        result = self._train(Z, n_epochs)
+        self.n_iter_ = result.n_epochs
+        self.diverged_ = result.diverged_epoch is not None
+        self._estimate_partition()
+        if result.interrupted:
+            warnings.warn(
+                "Training interrupted by user; the partly trained model is kept.",
+                stacklevel=3,
+            )
+        if self.diverged_:
+            raise DivergenceError(
+                f"Training diverged at epoch {result.diverged_epoch}: the loss or the "
+                "weights became non-finite. The model was restored to the last finite "
+                "state (diverged_=True) and can still be used. Try a smaller "
+                "learning_rate, a smaller sampler step_size, or more regularisation "
+                "(e.g. loss_params={'alpha': 0.1} for contrastive divergence)."
+            )
+        if (
+            self.tol is not None
+            and not result.converged
+            and n_epochs > 0
+            and not incremental
+        ):
+            warnings.warn(
+                f"Maximum iterations ({n_epochs}) reached and the loss did not "
+                f"improve by tol={self.tol} less than {self.n_iter_no_change} times "
+                "in a row; consider increasing max_iter.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return self
+
+    def _initialize(self, X: np.ndarray) -> None:
+        """Start a new model: standardisation, base, energy, strategies, seeds."""
+        rng = check_random_state(self.random_state)
+        base_seed, energy_seed, self._train_seed, self._partition_seed = (
+            new_seed(rng) for _ in range(4)
+        )
+        self.device_ = resolve_device(self.device)
+        dtype = resolve_dtype(self.dtype)
+        self.mean_ = X.mean(axis=0, dtype=np.float64)
+        scale = X.std(axis=0, dtype=np.float64)
+        self.scale_ = np.where(
+            scale > 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(self.mean_)),
+            scale,
+            1.0,
+        )
+        Z = (X - self.mean_) / self.scale_
+        self.base_ = fit_base(
+            self.base, Z, self.base_params, random_state=base_seed
+        ).to(self.device_, dtype)
+        self.energy_ = build_energy(
+            self.energy,
+            self.energy_params,
+            n_features=X.shape[1],
+            seed=energy_seed,
+            device=self.device_,
+            dtype=dtype,
+        )
+        self._resolve_strategies()
+        self._optimizer_state = None
+        self.loss_curve_ = []
+
+    def _resolve_strategies(self) -> None:
+        self.loss_ = resolve_strategy(
+            self.loss, self.loss_params, kind="loss", base_class=BaseLoss
+        )
+        self.sampler_ = resolve_strategy(
+            self.sampler, self.sampler_params, kind="sampler", base_class=BaseSampler
+        )
+
+    def _prepare_continuation(self) -> None:
+        """Re-read hyper-parameters for a warm start; keep the trained state."""
+        previous_loss = type(self.loss_)
+        self._resolve_strategies()
+        if type(self.loss_) is not previous_loss:
+            raise ValueError(
+                f"warm_start cannot switch the loss from {previous_loss.__name__} to "
+                f"{type(self.loss_).__name__}; set warm_start=False to start anew."
+            )
+        device = resolve_device(self.device)
+        if device != self.device_:
+            self._move_to(device)
+
+    def _model(self) -> ResidualEnergy:
+        return ResidualEnergy(self.energy_, self.base_)
+
+    def _dtype(self) -> torch.dtype:
+        return self.base_._reference().dtype
+
+    def _batch_size(self, n_samples: int) -> int:
+        if self.batch_size == "auto":
+            return min(256, n_samples)
+        if self.batch_size > n_samples:
+            warnings.warn(
+                f"batch_size={self.batch_size} is larger than the {n_samples} "
+                f"samples; using {n_samples}.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return n_samples
+        return self.batch_size
+
+    def _train(self, Z: torch.Tensor, n_epochs: int):
+        params = list(self.energy_.parameters())
+        if self._loss_state is not None:
+            params += list(self._loss_state.parameters())
+        optimizer = torch.optim.Adam(params, lr=self.learning_rate)
+        if self._optimizer_state is not None:
+            optimizer.load_state_dict(self._optimizer_state)
+            for group in optimizer.param_groups:
+                group["lr"] = self.learning_rate
+        generator = make_generator(self.device_)
+        if self._train_rng_state is None:
+            generator.manual_seed(self._train_seed)
+        else:
+            generator.set_state(self._train_rng_state)
+        result = run_epochs(
+            model=self._model(),
+            loss=self.loss_,
+            sampler=self.sampler_,
+            loss_state=self._loss_state,
+            optimizer=optimizer,
+            X=Z,
+            batch_size=self._batch_size(Z.shape[0]),
+            n_epochs=n_epochs,
+            generator=generator,
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            best_loss=min(self.loss_curve_, default=float("inf")),
+            verbose=self.verbose,
+            first_epoch=len(self.loss_curve_) + 1,
+            name=type(self).__name__,
+        )
+        self.loss_curve_ = [*self.loss_curve_, *result.losses]
+        self._optimizer_state = optimizer.state_dict()
+        self._train_rng_state = generator.get_state()
+        return result
+
+    def _estimate_partition(self) -> None:
+        generator = make_generator(self.device_, self._partition_seed)
+        estimate = estimate_log_partition(
+            self._model(), self.partition, self.partition_params, generator=generator
+        )
+        self.log_partition_ = estimate.log_partition
+        self.log_partition_stderr_ = estimate.stderr
+
+    # -- inference -----------------------------------------------------------------
+
+    def score_samples(self, X):
+        """Log-density of each row of ``X``, normalised, in ``X``'s units.
+
+        ``log p(x) = log q(z) - E(z) - log_partition_ - Σ log scale_`` with
+        ``z = (x - mean_) / scale_``. Deterministic: no randomness is used and a
+        row's value does not depend on the rows passed with it.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,), float64
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        model = self._model()
+        unnormalised = evaluate_in_chunks(
+            lambda z: -model(z),
+            (X - self.mean_) / self.scale_,
+            device=self.device_,
+            dtype=self._dtype(),
+        )
+        return unnormalised - self.log_partition_ - np.log(self.scale_).sum()
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of ``X`` per row (nats), comparable across models.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        log_likelihood : float
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples=1, random_state=None):
+        """Draw samples from the fitted density.
+
+        Chains start at exact draws of the base density and run ``sample_steps``
+        steps of the sampler, in chunks of bounded size.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of rows to draw (at least 1).
+        random_state : int, RandomState instance or None, default=None
+            Seed of this call (``self.random_state`` is not used): the same int
+            gives the same rows.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_), float64
+        """
+        check_is_fitted(self)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, Integral):
+            raise TypeError(
+                f"n_samples must be an integer, got {type(n_samples).__name__} "
+                f"{n_samples!r}."
+            )
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be at least 1, got {n_samples}.")
+        rng = check_random_state(random_state)
+        generator = make_generator(self.device_, new_seed(rng))
+        model = self._model()
+        out = np.empty((int(n_samples), self.n_features_in_), dtype=np.float64)
+        with frozen_parameters(model):
+            for start in range(0, n_samples, SAMPLE_CHUNK):
+                size = min(SAMPLE_CHUNK, n_samples - start)
+                z = self.base_.sample(size, generator=generator)
+                z = self.sampler_.sample(
+                    model, z, n_steps=self.sample_steps, generator=generator
+                )
+                out[start : start + size] = z.to("cpu", torch.float64).numpy()
+        return out * self.scale_ + self.mean_
+
+    # -- persistence ---------------------------------------------------------------
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_skebm_version"] = __version__
+        device = state.get("device_")
+        if device is not None and device.type != "cpu":
+            state = {key: _to_cpu(value) for key, value in state.items()}
+        return state
+
+    def __setstate__(self, state):
+        version = state.pop("_skebm_version", None)
+        if version is not None and version != __version__:
+            warnings.warn(
+                f"This model was saved with skebm {version} and is loaded with skebm "
+                f"{__version__}; results may differ.",
+                VersionWarning,
+                stacklevel=2,
+            )
+        super().__setstate__(state)
+        device = state.get("device_")
+        if device is None or device.type == "cpu":
+            return
+        try:
+            target = resolve_device(str(device))
+        except ValueError:
+            warnings.warn(
+                f"This model was fitted on {device}, which is not available here; "
+                "it was loaded on the CPU.",
+                DeviceWarning,
+                stacklevel=2,
+            )
+            target = torch.device("cpu")
+        self._move_to(target)
+
+    def _move_to(self, device: torch.device) -> None:
+        """Move the fitted tensors to ``device`` (the random stream is re-seeded)."""
+        self.energy_ = self.energy_.to(device)
+        self.base_ = self.base_.to(device)
+        if self._loss_state is not None:
+            self._loss_state = self._loss_state.to(device)
+        if self._optimizer_state is not None:
+            self._optimizer_state = _map_tensors(
+                self._optimizer_state, lambda t: t.to(device)
+            )
+        if device.type != self.device_.type:
+            self._train_rng_state = None
+        self.device_ = device
+
+
+def _map_tensors(value, fn):
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_map_tensors(v, fn) for v in value)
+    return value
+
+
+def _to_cpu(value):
+    if isinstance(value, nn.Module):
+        return copy.deepcopy(value).to("cpu")
+    return _map_tensors(value, lambda t: t.detach().to("cpu"))

@@ -1,0 +1,51 @@
+"""Exceptions and warnings raised by skebm."""
+
+from sklearn.exceptions import NotFittedError
+
+__all__ = [
+    "AmbiguousComponentError",
+    "DeviceWarning",
+    "DivergenceError",
+    "NotFittedError",
+    "PluginLoadError",
+    "PluginWarning",
+    "SkebmWarning",
+    "UnknownComponentError",
+    "VersionWarning",
+]
+
+
+class SkebmWarning(UserWarning):
+    """Base class of every warning skebm emits."""
+
+
+class PluginWarning(SkebmWarning):
+    """A plugin failed to load, or registered something that was rejected."""
+
+
+class DeviceWarning(SkebmWarning):
+    """A model was moved to another device than the one it was fitted on."""
+
+
+class VersionWarning(SkebmWarning):
+    """A model was saved by another version of skebm than the one loading it."""
+
+
+class DivergenceError(ValueError):
+    """Training produced a non-finite loss or non-finite weights.
+
+    The estimator keeps the last finite state, so it can still be used for
+    ``score_samples``, ``score`` and ``sample``; its ``diverged_`` attribute is True.
+    """
+
+
+class UnknownComponentError(ValueError):
+    """No loss, sampler or energy is registered under the requested name."""
+
+
+class AmbiguousComponentError(ValueError):
+    """Several plugins registered the requested name; a qualified name is needed."""
+
+
+class PluginLoadError(RuntimeError):
+    """A plugin failed to load while ``SKEBM_STRICT_PLUGINS=1`` is set."""

@@ -1,0 +1,242 @@
+"""Log-partition estimation for the model ``p(z) = q(z) exp(-E(z)) / Z``.
+
+``Z = E_q[exp(-E)]`` because the base ``q`` is normalised. Two estimators:
+
+* :func:`ais_log_partition` — annealed importance sampling along the geometric path
+  ``π_β ∝ q·exp(-βE)``, ``β: 0 → 1``, from exact base draws, with
+  Metropolis-adjusted Langevin transitions; any dimension. Returns the estimate
+  and its standard error (delta method on the importance weights).
+* :func:`grid_log_partition` — midpoint quadrature over a box holding the base's
+  mass, for ``d <= 2``; its error estimate is the change from a half-resolution
+  grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_scalar
+
+from skebm.energies.residual import ResidualEnergy
+from skebm.samplers.langevin import mala_accept, mala_proposal
+from skebm.utils._torch import evaluate_in_chunks, frozen_parameters
+
+__all__ = [
+    "PartitionEstimate",
+    "ais_log_partition",
+    "estimate_log_partition",
+    "grid_log_partition",
+]
+
+
+@dataclass(frozen=True)
+class PartitionEstimate:
+    """An estimate of ``log Z`` with its standard error and diagnostics."""
+
+    log_partition: float
+    stderr: float
+    effective_sample_size: float | None = None
+    acceptance_rate: float | None = None
+
+
+def _energy_parts(model: ResidualEnergy, z: torch.Tensor):
+    """``E(z)``, ``∇E(z)``, ``log q(z)``, ``∇log q(z)``: every tempered energy
+    ``U_β = βE - log q`` and its gradient are linear combinations of these."""
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        learned = model.energy(z)
+        (grad_learned,) = torch.autograd.grad(learned.sum(), z)
+        log_base = model.base.log_prob(z)
+        (grad_log_base,) = torch.autograd.grad(log_base.sum(), z)
+    return learned.detach(), grad_learned, log_base.detach(), grad_log_base
+
+
+def ais_log_partition(
+    model: ResidualEnergy,
+    *,
+    generator: torch.Generator,
+    n_chains: int = 1024,
+    n_temperatures: int = 200,
+    n_mcmc_steps: int = 1,
+    step_size: float = 0.05,
+    target_accept: float = 0.65,
+) -> PartitionEstimate:
+    """Annealed importance sampling estimate of ``log E_q[exp(-E)]``.
+
+    Chains start at exact draws of the base. At each temperature ``β_k`` the
+    log-weights gain ``-(β_k - β_{k-1}) E(z)`` at the current state, then
+    ``n_mcmc_steps`` MALA steps leave ``π_{β_k}`` invariant. One step size, shared
+    by all chains, is adapted from the population's past acceptance rate. (A
+    per-chain step adapted from the chain's own history makes each kernel depend on
+    that chain's path, which biases the estimate: measured +0.02 to +0.05 nats on
+    a 2-D model against exact quadrature.) Weights are accumulated in float64.
+
+    Parameters
+    ----------
+    model : ResidualEnergy
+        Energy and (normalised) base density.
+    generator : torch.Generator
+        The only source of randomness.
+    n_chains : int, default=1024
+    n_temperatures : int, default=200
+        Intermediate distributions (linearly spaced ``β``).
+    n_mcmc_steps : int, default=1
+        MALA steps per temperature.
+    step_size : float, default=0.05
+        Initial MALA step size.
+    target_accept : float, default=0.65
+        Acceptance rate the step sizes are adapted towards.
+
+    Returns
+    -------
+    PartitionEstimate
+    """
+    if model.base is None:
+        raise ValueError("AIS needs a normalised base density to start from.")
+    n_chains = check_scalar(n_chains, "n_chains", Integral, min_val=2)
+    n_temperatures = check_scalar(n_temperatures, "n_temperatures", Integral, min_val=1)
+    n_mcmc_steps = check_scalar(n_mcmc_steps, "n_mcmc_steps", Integral, min_val=0)
+    step_size = check_scalar(
+        step_size, "step_size", Real, min_val=0.0, include_boundaries="neither"
+    )
+    target_accept = check_scalar(
+        target_accept,
+        "target_accept",
+        Real,
+        min_val=0.0,
+        max_val=1.0,
+        include_boundaries="neither",
+    )
+    betas = torch.linspace(0.0, 1.0, n_temperatures + 1, dtype=torch.float64).tolist()
+    with frozen_parameters(model):
+        z = model.base.sample(n_chains, generator=generator)
+        log_step = torch.full((), math.log(step_size), device=z.device, dtype=z.dtype)
+        log_weights = torch.zeros(n_chains, device=z.device, dtype=torch.float64)
+        accepted_total = torch.zeros((), device=z.device, dtype=torch.float64)
+        parts = _energy_parts(model, z)
+        for k in range(1, n_temperatures + 1):
+            log_weights -= (betas[k] - betas[k - 1]) * parts[0].to(torch.float64)
+            beta = betas[k]
+            for _ in range(n_mcmc_steps):
+                step = log_step.exp()
+                value = beta * parts[0] - parts[2]
+                grad = beta * parts[1] - parts[3]
+                proposal, noise = mala_proposal(z, grad, step, generator)
+                new = _energy_parts(model, proposal)
+                accepted = mala_accept(
+                    z,
+                    proposal,
+                    noise,
+                    value,
+                    beta * new[0] - new[2],
+                    beta * new[1] - new[3],
+                    step,
+                    generator,
+                )
+                keep = accepted.unsqueeze(-1)
+                z = torch.where(keep, proposal, z)
+                parts = tuple(
+                    torch.where(keep if old.ndim == 2 else accepted, fresh, old)
+                    for old, fresh in zip(parts, new)
+                )
+                rate = accepted.to(torch.float64).mean()
+                log_step = log_step + 0.1 * (rate.to(z.dtype) - target_accept)
+                accepted_total += rate
+    return _summarise(
+        log_weights,
+        accepted_total / max(n_temperatures * n_mcmc_steps, 1),
+    )
+
+
+def _summarise(log_weights: torch.Tensor, acceptance) -> PartitionEstimate:
+    n = log_weights.shape[0]
+    log_z = torch.logsumexp(log_weights, 0) - math.log(n)
+    w = torch.exp(log_weights - log_weights.max())
+    mean = w.mean()
+    stderr = w.std(unbiased=True) / (math.sqrt(n) * mean)
+    ess = w.sum() ** 2 / (w * w).sum()
+    values = torch.stack(
+        [
+            log_z,
+            stderr,
+            ess,
+            torch.as_tensor(acceptance, dtype=torch.float64, device=w.device),
+        ]
+    )
+    log_z, stderr, ess, acceptance = values.cpu().tolist()
+    return PartitionEstimate(log_z, stderr, ess, acceptance)
+
+
+def grid_log_partition(
+    model: ResidualEnergy,
+    *,
+    n_points: int | None = None,
+    width: float = 8.0,
+) -> PartitionEstimate:
+    """Midpoint-rule quadrature of ``log ∫ q(z) exp(-E(z)) dz`` for ``d <= 2``.
+
+    The box is the base's ``bounds(width)`` (mean ± ``width`` standard deviations of
+    every component), so it holds all but a negligible part of the base's mass.
+
+    Parameters
+    ----------
+    model : ResidualEnergy
+    n_points : int, default=None
+        Points per axis (default 20001 in 1-D, 801 in 2-D).
+    width : float, default=8.0
+        Half-width of the box in base standard deviations.
+
+    Returns
+    -------
+    PartitionEstimate
+        ``stderr`` is the absolute change from a grid with half the points per
+        axis: an estimate of the quadrature error.
+    """
+    if model.base is None:
+        raise ValueError("Grid quadrature needs a base density to place the box.")
+    d = model.base.n_features
+    if d > 2:
+        raise ValueError(f"Grid quadrature is available for d <= 2, got d={d}.")
+    if n_points is None:
+        n_points = 20001 if d == 1 else 801
+    n_points = check_scalar(n_points, "n_points", Integral, min_val=4)
+    low, high = model.base.bounds(width)
+    fine = _grid_log_integral(model, low, high, n_points)
+    coarse = _grid_log_integral(model, low, high, n_points // 2)
+    return PartitionEstimate(fine, abs(fine - coarse))
+
+
+def _grid_log_integral(model, low, high, n_points) -> float:
+    axes = [
+        lo + (np.arange(n_points) + 0.5) * (hi - lo) / n_points
+        for lo, hi in zip(low, high)
+    ]
+    mesh = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
+    ref = next(model.base.buffers())
+    log_density = evaluate_in_chunks(
+        lambda z: -model(z), mesh, device=ref.device, dtype=ref.dtype, chunk=16384
+    )
+    log_cell = float(np.sum(np.log((high - low) / n_points)))
+    top = log_density.max()
+    return float(top + np.log(np.exp(log_density - top).sum()) + log_cell)
+
+
+def estimate_log_partition(
+    model: ResidualEnergy,
+    method: str,
+    params: dict | None,
+    *,
+    generator: torch.Generator,
+) -> PartitionEstimate:
+    """Dispatch to :func:`ais_log_partition` (``"ais"``) or
+    :func:`grid_log_partition` (``"grid"``) with ``params`` as keyword arguments."""
+    params = dict(params or {})
+    if method == "ais":
+        return ais_log_partition(model, generator=generator, **params)
+    if method == "grid":
+        return grid_log_partition(model, **params)
+    raise ValueError(f"Unknown partition method {method!r}; use 'ais' or 'grid'.")

@@ -1,0 +1,572 @@
+"""The component registry: built-in and third-party losses, samplers and energies.
+
+Components are registered through the pluggy hooks of :mod:`skebm.hookspecs`.
+skebm's own components come from internal default plugins registered through the
+same hooks; third-party ones from entry points in the group ``skebm``.
+
+Loading is lazy (the first lookup, never ``import skebm``) and guarded: entry points
+are loaded one at a time, and a plugin that fails to import or whose hook raises is
+reported by one :class:`~skebm.exceptions.PluginWarning` naming its distribution,
+version and error, while every other plugin still loads. Environment variables:
+
+``SKEBM_DISABLE_PLUGIN_AUTOLOAD=1``
+    load no entry point (built-ins only);
+``SKEBM_LOAD_PLUGINS=a,b``
+    load only these entry points or distributions;
+``SKEBM_STRICT_PLUGINS=1``
+    raise :class:`~skebm.exceptions.PluginLoadError` instead of warning;
+``SKEBM_TRACE_PLUGINS=1``
+    print every hook call to stderr.
+
+Name collisions are never silent. Built-in names are reserved: a plugin component
+with a built-in's name is reachable only by its qualified name
+``"<distribution>:<name>"``. When two plugins register one name, the bare name is
+ambiguous and looking it up raises an error listing the qualified names that work.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import os
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from skebm import hookspecs
+from skebm._version import __version__
+from skebm.exceptions import (
+    AmbiguousComponentError,
+    PluginLoadError,
+    PluginWarning,
+    UnknownComponentError,
+)
+
+__all__ = [
+    "Component",
+    "PluginInfo",
+    "Registry",
+    "get_registry",
+    "list_energies",
+    "list_losses",
+    "list_samplers",
+    "reset_registry",
+]
+
+ENTRY_POINT_GROUP = "skebm"
+BUILTIN_DISTRIBUTION = "skebm"
+
+#: Modules holding skebm's own hook implementations, registered like any plugin.
+BUILTIN_PLUGINS = (
+    "skebm.losses._builtin",
+    "skebm.samplers._builtin",
+    "skebm.energies._builtin",
+)
+
+#: kind -> (hook name, plural used in messages)
+KINDS = {
+    "loss": ("skebm_register_losses", "losses"),
+    "sampler": ("skebm_register_samplers", "samplers"),
+    "energy": ("skebm_register_energies", "energies"),
+}
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registered loss, sampler or energy.
+
+    Attributes
+    ----------
+    kind : {"loss", "sampler", "energy"}
+    name : str
+        The bare name users pass, e.g. ``"langevin"``.
+    cls : type or callable
+        The strategy class (or, for energies, a module class or factory).
+    plugin : str
+        The plugin that registered it (an entry-point name, or a built-in module).
+    distribution : str
+        The distribution that ships the plugin (``"skebm"`` for built-ins).
+    version : str or None
+        That distribution's version.
+    """
+
+    kind: str
+    name: str
+    cls: Any
+    plugin: str
+    distribution: str
+    version: str | None
+
+    @property
+    def qualified_name(self) -> str:
+        """``"<distribution>:<name>"``, unique even when bare names collide."""
+        return f"{self.distribution}:{self.name}"
+
+    @property
+    def builtin(self) -> bool:
+        return self.distribution == BUILTIN_DISTRIBUTION
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable description."""
+        cls = self.cls
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "qualified_name": self.qualified_name,
+            "class": f"{cls.__module__}.{cls.__qualname__}",
+            "plugin": self.plugin,
+            "distribution": self.distribution,
+            "version": self.version,
+        }
+
+    def _describe(self) -> str:
+        version = f" {self.version}" if self.version else ""
+        return f"'{self.name}' ({self.distribution}{version})"
+
+
+@dataclass
+class PluginInfo:
+    """What happened to one plugin: where it came from and whether it loaded."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    status: str  # "builtin", "loaded" or "failed"
+    error: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    components: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "status": self.status,
+            "error": self.error,
+            "hooks": list(self.hooks),
+            "components": list(self.components),
+        }
+
+    def _describe(self) -> str:
+        dist = self.distribution or self.name
+        version = f" {self.version}" if self.version else ""
+        return f"{dist}{version} ({self.error})"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _component_base_class(kind: str) -> type | None:
+    if kind == "loss":
+        from skebm.losses import BaseLoss
+
+        return BaseLoss
+    if kind == "sampler":
+        from skebm.samplers import BaseSampler
+
+        return BaseSampler
+    return None
+
+
+class Registry:
+    """Plugins and the components they register.
+
+    Most code uses the process-wide registry through :func:`get_registry`. Tests and
+    notebooks can build a private one, add in-memory plugins with
+    :meth:`add_plugin`, and look components up with :meth:`get`.
+
+    Parameters
+    ----------
+    load_entry_points : bool, default=None
+        Load third-party plugins from entry points of the group ``skebm``. ``None``
+        reads ``SKEBM_DISABLE_PLUGIN_AUTOLOAD``.
+    strict : bool, default=None
+        Raise :class:`~skebm.exceptions.PluginLoadError` when a plugin fails instead
+        of warning. ``None`` reads ``SKEBM_STRICT_PLUGINS``.
+    allowlist : iterable of str, default=None
+        Load only these entry-point or distribution names. ``None`` reads
+        ``SKEBM_LOAD_PLUGINS`` (comma-separated); unset means all.
+
+    Examples
+    --------
+    >>> from skebm.plugins import Registry
+    >>> registry = Registry(load_entry_points=False)
+    >>> registry.get("sampler", "langevin").__name__
+    'Langevin'
+    """
+
+    def __init__(
+        self,
+        *,
+        load_entry_points: bool | None = None,
+        strict: bool | None = None,
+        allowlist: list[str] | None = None,
+    ):
+        if load_entry_points is None:
+            load_entry_points = not _env_flag("SKEBM_DISABLE_PLUGIN_AUTOLOAD")
+        if strict is None:
+            strict = _env_flag("SKEBM_STRICT_PLUGINS")
+        if allowlist is None and os.environ.get("SKEBM_LOAD_PLUGINS", "").strip():
+            allowlist = os.environ["SKEBM_LOAD_PLUGINS"].split(",")
+        self.strict = strict
+        self.autoload = load_entry_points
+        self.allowlist = (
+            None
+            if allowlist is None
+            else {_normalise(a.strip()) for a in allowlist if a.strip()}
+        )
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        if _env_flag("SKEBM_TRACE_PLUGINS"):
+            self._pm.add_hookcall_monitoring(_trace_before, _trace_after)
+        self._plugins: dict[str, PluginInfo] = {}
+        self._index: dict[str, dict[str, list[Component]]] | None = None
+        for module_name in BUILTIN_PLUGINS:
+            self._register(
+                importlib.import_module(module_name),
+                key=module_name,
+                info=PluginInfo(
+                    module_name, BUILTIN_DISTRIBUTION, __version__, "builtin"
+                ),
+            )
+        if load_entry_points:
+            self._load_entry_points()
+
+    # -- loading -------------------------------------------------------------------
+
+    def add_plugin(
+        self,
+        plugin: Any,
+        name: str,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+    ) -> PluginInfo:
+        """Register an in-memory plugin object or module (guarded like entry points).
+
+        Parameters
+        ----------
+        plugin : module or object
+            Anything with functions marked by :data:`skebm.hookimpl`.
+        name : str
+            The plugin's name.
+        distribution, version : str, optional
+            Where the plugin claims to come from; ``distribution`` defaults to
+            ``name`` and is the prefix of its components' qualified names.
+
+        Returns
+        -------
+        info : PluginInfo
+        """
+        info = PluginInfo(name, distribution or name, version, "loaded")
+        self._register(plugin, key=f"{info.distribution}/{name}", info=info)
+        return info
+
+    def _load_entry_points(self) -> None:
+        seen: dict[str, str] = {}
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else ep.name
+            version = dist.version if dist is not None else None
+            if self.allowlist is not None and not (
+                {_normalise(ep.name), _normalise(dist_name)} & self.allowlist
+            ):
+                continue
+            info = PluginInfo(ep.name, dist_name, version, "loaded")
+            if ep.name in seen:
+                self._warn(
+                    f"skebm plugin entry point {ep.name!r} of {dist_name} {version} "
+                    f"has the same name as one of {seen[ep.name]}; both are loaded. "
+                    f"Their components are told apart by qualified names "
+                    f"('<distribution>:<name>')."
+                )
+            seen.setdefault(ep.name, dist_name)
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must not break skebm
+                self._fail(info, exc, "failed to import")
+                continue
+            self._register(plugin, key=f"{dist_name}/{ep.name}", info=info)
+
+    def _register(self, plugin: Any, *, key: str, info: PluginInfo) -> None:
+        self._plugins[key] = info
+        self._index = None
+        try:
+            self._pm.register(plugin, name=key)
+        except Exception as exc:
+            self._fail(info, exc, "could not be registered")
+            return
+        callers = self._pm.get_hookcallers(plugin) or []
+        info.hooks = sorted(caller.name for caller in callers)
+        for caller in callers:
+            if caller.spec is None:
+                hint = difflib.get_close_matches(
+                    caller.name, [h for h, _ in KINDS.values()], n=1
+                )
+                suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+                self._warn(
+                    f"skebm plugin {info.name!r} ({info.distribution} "
+                    f"{info.version}) implements unknown hook {caller.name!r}; it "
+                    f"will never be called.{suggestion}"
+                )
+
+    def _fail(self, info: PluginInfo, exc: BaseException, what: str) -> None:
+        info.status = "failed"
+        info.error = f"{type(exc).__name__}: {exc}"
+        message = (
+            f"skebm plugin {info.name!r} ({info.distribution} {info.version}) {what}: "
+            f"{info.error}. Other plugins are unaffected; set SKEBM_STRICT_PLUGINS=1 "
+            "to raise instead."
+        )
+        if self.strict:
+            raise PluginLoadError(message) from exc
+        warnings.warn(message, PluginWarning, stacklevel=4)
+
+    def _warn(self, message: str) -> None:
+        if self.strict:
+            raise PluginLoadError(message)
+        warnings.warn(message, PluginWarning, stacklevel=4)
+
+    # -- components ----------------------------------------------------------------
+
+    def _collect(self) -> dict[str, dict[str, list[Component]]]:
+        if self._index is not None:
+            return self._index
+        collected: list[Component] = []
+        for kind, (hook_name, _) in KINDS.items():
+            hook = getattr(self._pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                info = self._plugins[impl.plugin_name]
+                if info.status == "failed":
+                    continue
+                calls: list[tuple[Any, Any]] = []
+
+                def register(name, component, _calls=calls):
+                    _calls.append((name, component))
+
+                try:
+                    impl.function(**{arg: register for arg in impl.argnames})
+                except Exception as exc:
+                    self._fail(info, exc, f"raised in {hook_name}")
+                    continue
+                for name, component in calls:
+                    if self._valid(kind, name, component, info):
+                        collected.append(
+                            Component(
+                                kind,
+                                name,
+                                component,
+                                info.name,
+                                info.distribution,
+                                info.version,
+                            )
+                        )
+        failed = {
+            (i.distribution, i.name)
+            for i in self._plugins.values()
+            if i.status == "failed"
+        }
+        index: dict[str, dict[str, list[Component]]] = {kind: {} for kind in KINDS}
+        qualified: set[tuple[str, str]] = set()
+        for comp in collected:
+            if (comp.distribution, comp.plugin) in failed:
+                continue
+            if (comp.kind, comp.qualified_name) in qualified:
+                self._warn(
+                    f"{comp.distribution} registered {comp.kind} {comp.name!r} twice; "
+                    "the second registration was ignored."
+                )
+                continue
+            qualified.add((comp.kind, comp.qualified_name))
+            by_name = index[comp.kind].setdefault(comp.name, [])
+            if by_name and by_name[0].builtin:
+                self._warn(
+                    f"skebm plugin {comp.plugin!r} ({comp.distribution}) registered "
+                    f"{comp.kind} {comp.name!r}, a name reserved by skebm's built-in "
+                    f"{comp.kind}; it is available only as {comp.qualified_name!r}."
+                )
+            by_name.append(comp)
+        for info in self._plugins.values():
+            info.components = [
+                f"{c.kind}:{c.name}"
+                for c in collected
+                if c.distribution == info.distribution and c.plugin == info.name
+            ]
+        self._index = index
+        return index
+
+    def _valid(self, kind: str, name: Any, component: Any, info: PluginInfo) -> bool:
+        problem = None
+        if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+            problem = (
+                f"the name {name!r} is not valid (letters, digits, '-', '_', '.'; "
+                "no ':')"
+            )
+        else:
+            base = _component_base_class(kind)
+            if base is not None and not (
+                isinstance(component, type) and issubclass(component, base)
+            ):
+                problem = f"{component!r} is not a subclass of {base.__name__}"
+            elif base is None and not callable(component):
+                problem = f"{component!r} is not callable"
+        if problem is None:
+            return True
+        self._warn(
+            f"skebm plugin {info.name!r} ({info.distribution} {info.version}) tried "
+            f"to register {kind} {name!r}, which was rejected: {problem}."
+        )
+        return False
+
+    def components(self, kind: str) -> list[Component]:
+        """All components of one kind, built-ins first."""
+        self._check_kind(kind)
+        return [c for comps in self._collect()[kind].values() for c in comps]
+
+    def get(self, kind: str, name: str) -> Any:
+        """The class (or factory) registered as ``name``.
+
+        ``name`` is a bare name (``"langevin"``) or a qualified one
+        (``"skebm:langevin"``, ``"<distribution>:<name>"``).
+
+        Raises
+        ------
+        UnknownComponentError
+            No component has this name; the message lists those available and
+            the plugins that failed to load.
+        AmbiguousComponentError
+            Several plugins registered this name; the message lists the qualified
+            names to use instead.
+        """
+        self._check_kind(kind)
+        index = self._collect()[kind]
+        if ":" in name:
+            dist, _, bare = name.partition(":")
+            for comp in index.get(bare, []):
+                if _normalise(comp.distribution) == _normalise(dist):
+                    return comp.cls
+            raise self._unknown(kind, name)
+        matches = index.get(name, [])
+        if not matches:
+            raise self._unknown(kind, name)
+        if matches[0].builtin:
+            return matches[0].cls
+        if len(matches) > 1:
+            spellings = ", ".join(
+                f"{c.qualified_name!r} ({c.distribution} {c.version})" for c in matches
+            )
+            raise AmbiguousComponentError(
+                f"The {kind} name {name!r} is registered by several plugins: "
+                f"{spellings}. Pass one of these qualified names instead."
+            )
+        return matches[0].cls
+
+    def _unknown(self, kind: str, name: str) -> UnknownComponentError:
+        plural = KINDS[kind][1]
+        comps = self.components(kind)
+        available = ", ".join(c._describe() for c in comps) or "none"
+        message = f"Unknown {kind} {name!r}. Available {plural}: {available}."
+        close = difflib.get_close_matches(
+            name.partition(":")[2] or name, sorted({c.name for c in comps}), n=1
+        )
+        if close:
+            message += f" Did you mean {close[0]!r}?"
+        failed = [i for i in self._plugins.values() if i.status == "failed"]
+        if failed:
+            message += " Plugins that failed to load: " + "; ".join(
+                i._describe() for i in failed
+            )
+            message += "."
+        if not self.autoload:
+            message += (
+                " Third-party plugins were not loaded because "
+                "SKEBM_DISABLE_PLUGIN_AUTOLOAD is set."
+            )
+        elif self.allowlist is not None:
+            message += (
+                " Only the plugins named in SKEBM_LOAD_PLUGINS were loaded: "
+                f"{', '.join(sorted(self.allowlist)) or 'none'}."
+            )
+        return UnknownComponentError(message)
+
+    @staticmethod
+    def _check_kind(kind: str) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}.")
+
+    @property
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin seen, built-ins first, with status and errors."""
+        self._collect()
+        return list(self._plugins.values())
+
+
+def _trace_before(hook_name, hook_impls, kwargs):
+    names = [impl.plugin_name for impl in hook_impls]
+    print(f"[skebm] calling {hook_name} on {names}", file=sys.stderr)
+
+
+def _trace_after(outcome, hook_name, hook_impls, kwargs):
+    print(f"[skebm] {hook_name} done", file=sys.stderr)
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, built (and plugins loaded) on first call."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Registry()
+    return _REGISTRY
+
+
+def reset_registry() -> None:
+    """Forget the process-wide registry; the next lookup reloads every plugin.
+
+    Useful after installing a plugin in a running interpreter, or after changing
+    the ``SKEBM_*`` environment variables.
+    """
+    global _REGISTRY
+    _REGISTRY = None
+
+
+def list_losses() -> list[Component]:
+    """Every registered loss, built-ins first.
+
+    Examples
+    --------
+    >>> from skebm import list_losses
+    >>> "nce" in [c.name for c in list_losses()]
+    True
+    """
+    return get_registry().components("loss")
+
+
+def list_samplers() -> list[Component]:
+    """Every registered sampler, built-ins first.
+
+    Examples
+    --------
+    >>> from skebm import list_samplers
+    >>> "langevin" in [c.name for c in list_samplers()]
+    True
+    """
+    return get_registry().components("sampler")
+
+
+def list_energies() -> list[Component]:
+    """Every registered energy, built-ins first."""
+    return get_registry().components("energy")

@@ -1,0 +1,24 @@
+"""MCMC samplers (stateless strategies) and step-size schedules."""
+
+from skebm.samplers._base import BaseSampler, energy_and_grad
+from skebm.samplers.langevin import MALA, Langevin, mala_step
+from skebm.samplers.schedules import (
+    BaseSchedule,
+    ConstantSchedule,
+    CosineSchedule,
+    ExponentialSchedule,
+    LinearSchedule,
+)
+
+__all__ = [
+    "MALA",
+    "BaseSampler",
+    "BaseSchedule",
+    "ConstantSchedule",
+    "CosineSchedule",
+    "ExponentialSchedule",
+    "Langevin",
+    "LinearSchedule",
+    "energy_and_grad",
+    "mala_step",
+]

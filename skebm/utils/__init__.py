@@ -1,0 +1,1 @@
+"""Utilities shared by skebm's modules and by plugin authors."""

@@ -1,0 +1,179 @@
+"""Torch plumbing: devices, dtypes, generators, chunked inference, frozen parameters."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "INFERENCE_CHUNK",
+    "available_devices",
+    "evaluate_in_chunks",
+    "frozen_parameters",
+    "make_generator",
+    "new_seed",
+    "resolve_device",
+    "resolve_dtype",
+    "seeded_construction",
+]
+
+#: Rows per forward pass in ``score_samples``. Every chunk is zero-padded to this
+#: size, so a row's value never depends on how many rows were passed with it.
+INFERENCE_CHUNK = 1024
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def available_devices() -> list[str]:
+    """Names of the devices torch can use in this process."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Turn the estimator's ``device`` parameter into a usable ``torch.device``.
+
+    Parameters
+    ----------
+    spec : str
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"`` or ``"mps"``.
+
+    Raises
+    ------
+    ValueError
+        When the device is unknown or not available here; the message lists the
+        devices that are.
+    """
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"Unknown device {spec!r}. Available devices: "
+            f"{', '.join(available_devices())} (or 'auto')."
+        ) from exc
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            raise ValueError(
+                f"device={spec!r} was requested but {count} CUDA device(s) are "
+                f"available. Available devices: {', '.join(available_devices())}. "
+                "Use device='auto' to pick CUDA only when it is present."
+            )
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(
+                "device='mps' was requested but MPS is not available. Available "
+                f"devices: {', '.join(available_devices())}."
+            )
+    elif device.type != "cpu":
+        raise ValueError(
+            f"Unsupported device {spec!r}. Available devices: "
+            f"{', '.join(available_devices())} (or 'auto')."
+        )
+    return device
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """Map ``"float32"``/``"float64"`` to the torch dtype."""
+    return _DTYPES[name]
+
+
+def new_seed(rng: np.random.RandomState) -> int:
+    """Draw a seed for a torch generator from a numpy ``RandomState``."""
+    return int(rng.randint(np.iinfo(np.int32).max))
+
+
+def make_generator(device: torch.device, seed: int | None = None) -> torch.Generator:
+    """A local generator on ``device``; seeded when ``seed`` is given.
+
+    With ``seed=None`` the generator is seeded non-deterministically, still without
+    touching torch's global random state.
+    """
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(int(seed))
+    return generator
+
+
+@contextlib.contextmanager
+def seeded_construction(seed: int) -> Iterator[None]:
+    """Run module construction with a fixed seed, leaving the global RNG as it was.
+
+    ``nn.Linear`` and most user modules initialise their weights from torch's global
+    generator. Inside this context that generator is seeded with ``seed`` and its
+    previous state is restored on exit, so construction is reproducible and the
+    caller's random stream is untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
+
+
+@contextlib.contextmanager
+def frozen_parameters(*modules: nn.Module | None) -> Iterator[None]:
+    """Turn off ``requires_grad`` on the modules' parameters, restoring it on exit.
+
+    Used while sampling: the chains need gradients with respect to ``x`` only.
+    """
+    params = [
+        p
+        for module in modules
+        if module is not None
+        for p in module.parameters()
+        if p.requires_grad
+    ]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def evaluate_in_chunks(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    Z: np.ndarray,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    chunk: int = INFERENCE_CHUNK,
+) -> np.ndarray:
+    """Apply ``fn`` row-wise to ``Z`` in fixed-size, zero-padded chunks.
+
+    Every call of ``fn`` sees exactly ``chunk`` rows, so the result for one row is
+    bit-identical whatever rows are evaluated with it (the same GEMM shapes run every
+    time). Memory is bounded by one chunk.
+
+    Returns
+    -------
+    values : ndarray of shape (n_rows,), float64
+    """
+    n_rows, n_features = Z.shape
+    out = np.empty(n_rows, dtype=np.float64)
+    buffer = torch.zeros((chunk, n_features), device=device, dtype=dtype)
+    with torch.no_grad():
+        for start in range(0, n_rows, chunk):
+            stop = min(start + chunk, n_rows)
+            buffer.zero_()
+            buffer[: stop - start] = torch.as_tensor(Z[start:stop], dtype=dtype).to(
+                device
+            )
+            values = fn(buffer)[: stop - start]
+            out[start:stop] = values.to("cpu", torch.float64).numpy()
+    return out

@@ -1,0 +1,52 @@
+"""Shared fixtures. Third-party plugins installed on a developer machine never
+affect results: autoload is off unless a test turns it on explicitly."""
+
+import os
+
+os.environ.setdefault("SKEBM_DISABLE_PLUGIN_AUTOLOAD", "1")
+# Lets scikit-learn's check_array_api_input run instead of skipping (read by scipy
+# at import, so it is set before anything imports scipy).
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import numpy as np
+import pytest
+import torch
+
+from skebm import EnergyDensityEstimator
+from skebm.plugins import reset_registry
+
+#: A configuration small enough for the 40+ fits of scikit-learn's checks.
+SMALL = dict(
+    energy_params={"hidden_layer_sizes": (16,)},
+    max_iter=3,
+    sample_steps=5,
+    partition_params={"n_chains": 64, "n_temperatures": 10},
+)
+
+
+def small_estimator(**params) -> EnergyDensityEstimator:
+    """An EnergyDensityEstimator that fits in tens of milliseconds."""
+    return EnergyDensityEstimator(**{**SMALL, "device": "cpu", **params})
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    """Every test starts from a registry built under its own environment."""
+    reset_registry()
+    yield
+    reset_registry()
+
+
+@pytest.fixture
+def moons():
+    from skebm.datasets import make_two_moons
+
+    return make_two_moons(600, noise=0.1, random_state=0)
+
+
+@pytest.fixture
+def rng():
+    return np.random.RandomState(0)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,0 +1,353 @@
+"""The registry: built-ins through hooks, guarded loading, collisions, messages.
+
+Unit tests use private registries with in-memory plugins; the entry-point tests
+write real ``*.dist-info`` folders under ``tmp_path`` and put them on ``sys.path``,
+so ``importlib.metadata`` finds them exactly as it finds installed packages.
+"""
+
+import sys
+import textwrap
+import warnings
+
+import pytest
+
+import skebm
+from skebm.exceptions import (
+    AmbiguousComponentError,
+    PluginLoadError,
+    PluginWarning,
+    UnknownComponentError,
+)
+from skebm.losses import NoiseContrastiveEstimation
+from skebm.plugins import Registry, get_registry
+from skebm.samplers import Langevin
+
+
+class ToySampler(Langevin):
+    """A sampler shipped by a test plugin."""
+
+
+class OtherToySampler(Langevin):
+    """Another plugin's sampler with the same name."""
+
+
+def _plugin(hook, *pairs):
+    """An in-memory plugin object implementing one registration hook."""
+
+    class Plugin:
+        pass
+
+    def impl(register):
+        for name, cls in pairs:
+            register(name, cls)
+
+    impl.__name__ = hook
+    setattr(Plugin, hook, staticmethod(skebm.hookimpl(impl)))
+    return Plugin()
+
+
+def test_builtins_are_registered_through_the_hooks():
+    registry = Registry(load_entry_points=False)
+    builtins = [p for p in registry.plugins if p.status == "builtin"]
+    assert {p.name for p in builtins} == {
+        "skebm.losses._builtin",
+        "skebm.samplers._builtin",
+        "skebm.energies._builtin",
+    }
+    assert registry.get("loss", "nce") is NoiseContrastiveEstimation
+    assert registry.get("sampler", "skebm:langevin") is Langevin
+    names = {c.name for c in registry.components("sampler")}
+    assert {"langevin", "mala"} <= names
+
+
+def test_list_functions_return_records():
+    record = next(c for c in skebm.list_samplers() if c.name == "langevin")
+    assert record.cls is Langevin
+    assert record.distribution == "skebm" and record.version == skebm.__version__
+    assert record.plugin == "skebm.samplers._builtin"
+    assert record.as_dict()["class"] == "skebm.samplers.langevin.Langevin"
+    assert "nce" in [c.name for c in skebm.list_losses()]
+    assert "mlp" in [c.name for c in skebm.list_energies()]
+
+
+def test_in_memory_plugin_is_found_by_name():
+    registry = Registry(load_entry_points=False)
+    registry.add_plugin(
+        _plugin("skebm_register_samplers", ("toy", ToySampler)),
+        "toy-plugin",
+        version="1.2",
+    )
+    assert registry.get("sampler", "toy") is ToySampler
+    assert registry.get("sampler", "toy-plugin:toy") is ToySampler
+    info = next(p for p in registry.plugins if p.name == "toy-plugin")
+    assert info.components == ["sampler:toy"] and info.status == "loaded"
+
+
+def test_two_plugins_claiming_a_name_make_it_ambiguous():
+    registry = Registry(load_entry_points=False)
+    registry.add_plugin(
+        _plugin("skebm_register_samplers", ("toy", ToySampler)), "dist-a", version="1.0"
+    )
+    registry.add_plugin(
+        _plugin("skebm_register_samplers", ("toy", OtherToySampler)),
+        "dist-b",
+        version="2.0",
+    )
+    with pytest.raises(AmbiguousComponentError) as info:
+        registry.get("sampler", "toy")
+    message = str(info.value)
+    assert "'dist-a:toy' (dist-a 1.0)" in message
+    assert "'dist-b:toy' (dist-b 2.0)" in message
+    assert registry.get("sampler", "dist-b:toy") is OtherToySampler
+
+
+def test_builtin_names_are_reserved():
+    registry = Registry(load_entry_points=False)
+    registry.add_plugin(
+        _plugin("skebm_register_samplers", ("langevin", ToySampler)), "squatter"
+    )
+    with pytest.warns(PluginWarning, match="reserved by skebm's built-in"):
+        assert registry.get("sampler", "langevin") is Langevin
+    assert registry.get("sampler", "squatter:langevin") is ToySampler
+
+
+def test_a_hook_that_raises_is_isolated_and_attributed():
+    class Broken:
+        @staticmethod
+        @skebm.hookimpl
+        def skebm_register_samplers(register):
+            register("half", ToySampler)
+            raise RuntimeError("boom")
+
+    registry = Registry(load_entry_points=False)
+    registry.add_plugin(Broken(), "broken", version="0.1")
+    registry.add_plugin(_plugin("skebm_register_samplers", ("toy", ToySampler)), "ok")
+    with pytest.warns(
+        PluginWarning,
+        match=r"'broken' \(broken 0.1\) raised in "
+        r"skebm_register_samplers: RuntimeError: boom",
+    ):
+        assert registry.get("sampler", "toy") is ToySampler
+    with pytest.raises(UnknownComponentError, match="failed to load: broken 0.1"):
+        registry.get("sampler", "half")
+
+
+def test_strict_mode_raises():
+    class Broken:
+        @staticmethod
+        @skebm.hookimpl
+        def skebm_register_samplers(register):
+            raise RuntimeError("boom")
+
+    registry = Registry(load_entry_points=False, strict=True)
+    registry.add_plugin(Broken(), "broken")
+    with pytest.raises(PluginLoadError, match="boom"):
+        registry.get("sampler", "langevin")
+
+
+def test_misspelled_hook_is_reported():
+    with pytest.warns(
+        PluginWarning,
+        match="unknown hook 'skebm_register_sampler'.*"
+        "Did you mean 'skebm_register_samplers'",
+    ):
+        Registry(load_entry_points=False).add_plugin(
+            _plugin("skebm_register_sampler", ("toy", ToySampler)), "typo"
+        )
+
+
+def test_invalid_components_are_rejected():
+    registry = Registry(load_entry_points=False)
+    registry.add_plugin(
+        _plugin(
+            "skebm_register_losses",
+            ("bad:name", NoiseContrastiveEstimation),
+            ("not-a-loss", ToySampler),
+        ),
+        "sloppy",
+    )
+    with pytest.warns(PluginWarning) as record:
+        names = {c.name for c in registry.components("loss")}
+    messages = " ".join(str(w.message) for w in record)
+    assert "'bad:name'" in messages and "not a subclass of BaseLoss" in messages
+    assert "bad:name" not in names and "not-a-loss" not in names
+
+
+# -- entry points -----------------------------------------------------------------
+
+
+def write_distribution(root, name, version, entry_points, modules):
+    """Install a fake distribution under ``root``: dist-info plus modules."""
+    dist_info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    )
+    lines = ["[skebm]"] + [f"{ep} = {target}" for ep, target in entry_points.items()]
+    (dist_info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    for module, source in modules.items():
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+GOOD_PLUGIN = """
+    import skebm
+    from skebm.samplers import Langevin
+
+    class GoodSampler(Langevin):
+        pass
+
+    @skebm.hookimpl
+    def skebm_register_samplers(register):
+        register("good", GoodSampler)
+"""
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("SKEBM_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    yield tmp_path
+    for module in ("skebm_good_plugin", "skebm_broken_plugin"):
+        sys.modules.pop(module, None)
+
+
+def test_entry_point_plugins_load_and_a_broken_one_only_warns(site):
+    write_distribution(
+        site,
+        "skebm-good",
+        "1.0",
+        {"good": "skebm_good_plugin"},
+        {"skebm_good_plugin": GOOD_PLUGIN},
+    )
+    write_distribution(
+        site,
+        "skebm-broken",
+        "0.3",
+        {"broken": "skebm_broken_plugin"},
+        {"skebm_broken_plugin": "raise ImportError('missing dep')"},
+    )
+    with pytest.warns(PluginWarning) as record:
+        registry = Registry()
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert (
+        "'broken' (skebm-broken 0.3) failed to import: ImportError: missing dep"
+        in message
+    )
+    assert registry.get("sampler", "good").__name__ == "GoodSampler"
+    good = next(c for c in registry.components("sampler") if c.name == "good")
+    assert (good.distribution, good.version) == ("skebm-good", "1.0")
+
+
+def test_estimator_uses_entry_point_plugin(site, moons):
+    from tests.conftest import small_estimator
+
+    write_distribution(
+        site,
+        "skebm-good",
+        "1.0",
+        {"good": "skebm_good_plugin"},
+        {"skebm_good_plugin": GOOD_PLUGIN},
+    )
+    est = small_estimator(sampler="good", random_state=0).fit(moons)
+    assert type(est.sampler_).__name__ == "GoodSampler"
+    assert est.sample(3, random_state=0).shape == (3, 2)
+
+
+def test_strict_env_raises_on_broken_plugin(site, monkeypatch):
+    write_distribution(
+        site,
+        "skebm-broken",
+        "0.3",
+        {"broken": "skebm_broken_plugin"},
+        {"skebm_broken_plugin": "raise ImportError('missing dep')"},
+    )
+    monkeypatch.setenv("SKEBM_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginLoadError, match="skebm-broken 0.3"):
+        get_registry()
+
+
+def test_disable_autoload_env(site, monkeypatch):
+    write_distribution(
+        site,
+        "skebm-good",
+        "1.0",
+        {"good": "skebm_good_plugin"},
+        {"skebm_good_plugin": GOOD_PLUGIN},
+    )
+    monkeypatch.setenv("SKEBM_DISABLE_PLUGIN_AUTOLOAD", "1")
+    with pytest.raises(
+        UnknownComponentError, match="not loaded because SKEBM_DISABLE_PLUGIN_AUTOLOAD"
+    ):
+        get_registry().get("sampler", "good")
+
+
+def test_allowlist_env(site, monkeypatch):
+    write_distribution(
+        site,
+        "skebm-good",
+        "1.0",
+        {"good": "skebm_good_plugin"},
+        {"skebm_good_plugin": GOOD_PLUGIN},
+    )
+    write_distribution(
+        site,
+        "skebm-broken",
+        "0.3",
+        {"broken": "skebm_broken_plugin"},
+        {"skebm_broken_plugin": "raise ImportError('missing dep')"},
+    )
+    monkeypatch.setenv("SKEBM_LOAD_PLUGINS", "skebm-good")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the broken plugin is not even imported
+        assert get_registry().get("sampler", "good").__name__ == "GoodSampler"
+
+
+def test_duplicate_entry_point_names_are_reported_not_dropped(site):
+    write_distribution(
+        site,
+        "skebm-good",
+        "1.0",
+        {"good": "skebm_good_plugin"},
+        {"skebm_good_plugin": GOOD_PLUGIN},
+    )
+    write_distribution(
+        site,
+        "skebm-good-fork",
+        "2.0",
+        {"good": "skebm_good_fork"},
+        {"skebm_good_fork": GOOD_PLUGIN},
+    )
+    with pytest.warns(PluginWarning, match="entry point 'good'.*same name"):
+        registry = Registry()
+    with pytest.raises(AmbiguousComponentError, match="skebm-good-fork:good"):
+        registry.get("sampler", "good")
+    sys.modules.pop("skebm_good_fork", None)
+
+
+def test_loading_is_lazy(site):
+    """Importing skebm and building estimators loads no plugin; lookup does."""
+    import subprocess
+
+    write_distribution(
+        site,
+        "skebm-broken",
+        "0.3",
+        {"broken": "skebm_broken_plugin"},
+        {"skebm_broken_plugin": "raise ImportError('missing dep')"},
+    )
+    code = (
+        "import warnings; warnings.simplefilter('error');"
+        "import skebm; skebm.EnergyDensityEstimator(sampler='whatever');"
+        "print('ok')"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    env.pop("SKEBM_DISABLE_PLUGIN_AUTOLOAD", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "ok"
