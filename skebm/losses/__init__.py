@@ -6,12 +6,17 @@ from skebm.losses.contrastive import (
     PersistentContrastiveDivergence,
     ReplayBuffer,
 )
+from skebm.losses.likelihood import MaximumLikelihood
 from skebm.losses.nce import NoiseContrastiveEstimation
+from skebm.losses.score_matching import DenoisingScoreMatching, ScoreMatching
 
 __all__ = [
     "BaseLoss",
     "ContrastiveDivergence",
+    "DenoisingScoreMatching",
+    "MaximumLikelihood",
     "NoiseContrastiveEstimation",
     "PersistentContrastiveDivergence",
     "ReplayBuffer",
+    "ScoreMatching",
 ]
