@@ -1,6 +1,7 @@
 """MCMC samplers (stateless strategies) and step-size schedules."""
 
 from skebm.samplers._base import BaseSampler, energy_and_grad
+from skebm.samplers.hmc import HMC, hmc_step
 from skebm.samplers.langevin import MALA, Langevin, mala_step
 from skebm.samplers.schedules import (
     BaseSchedule,
@@ -11,6 +12,7 @@ from skebm.samplers.schedules import (
 )
 
 __all__ = [
+    "HMC",
     "MALA",
     "BaseSampler",
     "BaseSchedule",
@@ -20,5 +22,6 @@ __all__ = [
     "Langevin",
     "LinearSchedule",
     "energy_and_grad",
+    "hmc_step",
     "mala_step",
 ]
