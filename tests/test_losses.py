@@ -4,6 +4,10 @@ the MLE itself is about 0.015 per entry here). Loss values are checked against
 closed forms on quadratic energies."""
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -309,3 +313,19 @@ def test_loss_contract(loss):
     assert values[0].shape == () and torch.isfinite(values[0])
     assert torch.equal(values[0], values[1])
     assert torch.equal(rng_state, torch.random.get_rng_state())
+
+
+def test_loss_benchmark_runs_quickly():
+    """``benchmarks/losses.py --quick``: every stage, a few seconds."""
+    root = Path(__file__).parents[1]
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    script = str(root / "benchmarks" / "losses.py")
+    result = subprocess.run(
+        [sys.executable, script, "--quick", "--jobs", "2", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    assert "## Final" in result.stdout and "Recommended default:" in result.stdout
+    assert "KernelDensity, CV bandwidth" in result.stdout
