@@ -24,6 +24,7 @@ from skebm.losses import (
     ScoreMatching,
 )
 from skebm.samplers import MALA
+from tests.conftest import small_estimator
 
 MEAN = np.array([0.5, -1.0, 0.0])
 COV = np.array([[1.0, 0.4, 0.2], [0.4, 0.8, -0.1], [0.2, -0.1, 0.5]])
@@ -329,3 +330,16 @@ def test_loss_benchmark_runs_quickly():
     )
     assert "## Final" in result.stdout and "Recommended default:" in result.stdout
     assert "KernelDensity, CV bandwidth" in result.stdout
+
+
+@pytest.mark.parametrize("loss", ["nce", "cd", "pcd", "sm", "dsm", "ml"])
+def test_every_builtin_loss_trains_the_estimator(loss, moons):
+    est = small_estimator(loss=loss, random_state=0).fit(moons)
+    assert np.isfinite(est.score(moons))
+    assert est.loss_curve_ and np.all(np.isfinite(est.loss_curve_))
+
+
+def test_maximum_likelihood_in_the_estimator_explains_its_limit():
+    X = np.random.RandomState(0).normal(size=(50, 3))
+    with pytest.raises(ValueError, match="tractable normaliser"):
+        small_estimator(loss="ml").fit(X)

@@ -23,6 +23,7 @@ from skebm.samplers import (
     Langevin,
     LinearSchedule,
 )
+from tests.conftest import small_estimator
 
 COV = np.array([[1.0, 0.95], [0.95, 1.0]])
 MEAN = np.array([1.0, -2.0])
@@ -329,3 +330,11 @@ def test_hmc_step_size_schedule_and_bad_mass():
         HMC(mass=[1.0, 2.0, 3.0]).sample(
             _gaussian_target(), torch.zeros(3, 2), n_steps=1
         )
+
+
+@pytest.mark.parametrize("sampler", ["langevin", "mala", "hmc"])
+def test_every_builtin_sampler_serves_the_estimator(sampler, moons):
+    """Training (persistent CD) and ``sample`` with each registered sampler."""
+    est = small_estimator(loss="pcd", sampler=sampler, random_state=0).fit(moons)
+    draws = est.sample(50, random_state=0)
+    assert draws.shape == (50, 2) and np.all(np.isfinite(draws))
