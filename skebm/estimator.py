@@ -66,9 +66,11 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     Parameters
     ----------
     energy : str, nn.Module, nn.Module class or callable, default="mlp"
-        The learned energy ``E``: a registered name (``"mlp"``, ``"gaussian"``,
-        or a plugin's), a module instance (deep-copied at fit, never trained in
-        place), a module class or a factory ``f(n_features, **energy_params)``.
+        The learned energy ``E``: a registered name (``"mlp"``, the analytic
+        ``"gaussian"``, ``"gaussian_mixture"``, ``"double_well"``,
+        ``"rosenbrock"``, or a plugin's), a module instance (deep-copied at fit,
+        never trained in place), a module class or a factory
+        ``f(n_features, **energy_params)``.
         It must map a ``(batch, n_features)`` tensor to a ``(batch,)`` tensor.
     energy_params : dict, default=None
         Keyword arguments of the energy's class or factory, e.g.
@@ -80,13 +82,14 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         Options of the base, see :func:`skebm.bases.fit_base` (e.g.
         ``{"n_components": 10}``).
     loss : str or BaseLoss, default="nce"
-        Training loss: a registered name (``"nce"``, ``"cd"``, ``"pcd"``, ...) or a
+        Training loss: a registered name (``"nce"``, ``"cd"``, ``"pcd"``, ``"sm"``,
+        ``"dsm"``, ``"ml"``, or a plugin's) or a
         :class:`~skebm.losses.BaseLoss` instance.
     loss_params : dict, default=None
         Constructor parameters of a named loss.
     sampler : str or BaseSampler, default="mala"
         MCMC sampler for losses that sample and for :meth:`sample`: a registered
-        name (``"langevin"``, ``"mala"``, ...) or a
+        name (``"langevin"``, ``"mala"``, ``"hmc"``, or a plugin's) or a
         :class:`~skebm.samplers.BaseSampler` instance.
     sampler_params : dict, default=None
         Constructor parameters of a named sampler.
