@@ -113,7 +113,8 @@ def plot_density(
     estimator : fitted density estimator
         Needs ``score_samples`` (and ``sample`` when ``n_features > 2``).
     X : array-like of shape (n_samples, n_features), default=None
-        The data, overlaid as points or histograms; also sets the plotted region.
+        The data: sets the plotted region, and is drawn as a histogram in 1-D
+        and as points and histograms in a pair plot.
     ax : matplotlib Axes or ndarray of Axes, default=None
         Where to draw: one Axes in 1-D and 2-D, an ``(n_features, n_features)``
         array for a pair plot. ``None`` creates a figure.
@@ -160,9 +161,6 @@ def plot_density(
         ax.set_ylabel("density")
         return ax
     contours = ax.contourf(*axes_points, density, levels=levels, cmap=cmap)
-    if X is not None:
-        X = np.asarray(X)
-        ax.scatter(X[:, 0], X[:, 1], s=1, color="white", alpha=0.3, linewidths=0)
     ax.figure.colorbar(contours, ax=ax, label="density")
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
@@ -282,6 +280,7 @@ def plot_loss_curve(estimator_or_losses, *, ax=None, label=None):
     losses = np.asarray(losses, dtype=np.float64)
     ax = _axes(ax)
     ax.plot(np.arange(1, len(losses) + 1), losses, label=label)
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
     if label is not None:
