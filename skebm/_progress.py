@@ -85,7 +85,7 @@ class EpochProgress:
         self.name = name
         self.verbose = int(verbose)
         self._bar = None
-        if self.verbose == 1:
+        if self.verbose == 1 and n_epochs > 0:
             self._bar = _make_bar(total=n_epochs, desc=name, unit="epoch", delay=0.0)
 
     def epoch_done(self, epoch: int, loss: float, seconds: float) -> None:

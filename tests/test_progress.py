@@ -95,3 +95,8 @@ def test_epoch_progress_closes_its_bar_on_early_exit(capsys, monkeypatch):
         raise RuntimeError
     err = capsys.readouterr().err
     assert "Est: 1/10 epoch" in err and err.endswith("\n")
+
+
+def test_no_bar_when_no_epoch_runs(moons, capsys):
+    small_estimator(max_iter=0, verbose=1, random_state=0).fit(moons)
+    assert capsys.readouterr().err == ""
