@@ -16,7 +16,6 @@ that registers it, and a ``pyproject.toml`` declaring the entry point.
 """
 
 import importlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -119,10 +118,8 @@ package = workdir / "skebm-rwm"
 # name on PyPI). Here ``--target`` installs into a temporary folder that only
 # this process puts on its path; ``--no-deps`` keeps the installed skebm.
 site = workdir / "site"
-command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
-if importlib.util.find_spec("setuptools") is not None:
-    command.append("--no-build-isolation")  # build with the setuptools at hand
-subprocess.run([*command, "--target", str(site), str(package)], check=True)
+pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+subprocess.run([*pip, "--target", str(site), str(package)], check=True)
 sys.path.insert(0, str(site))
 importlib.invalidate_caches()
 reset_registry()  # the registry is built lazily; rebuild it to see the new plugin
