@@ -76,7 +76,9 @@ for i in order:
     params = results["params"][i]
     step = params.get("density__sampler__step_size")
     step_text = "-" if step is None else f"{step:g}"
-    labels.append(f"{params['density__loss']}, step {step_text}")
+    labels.append(
+        params["density__loss"] + ("" if step is None else f", step {step:g}")
+    )
     print(
         f"{results['rank_test_score'][i]:>4}  {params['density__loss']:<8} "
         f"{step_text:>9}  {results['mean_test_score'][i]:>8.3f} ± "

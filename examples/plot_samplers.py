@@ -16,8 +16,10 @@ known:
 samplers tune their step size, which is then frozen) and 500 recorded steps. The
 first figure compares the final states with exact draws; the second shows trace
 plots and autocorrelations of ``x₁``, and the printed table acceptance rates and
-moment errors. Unadjusted Langevin has no accept step: its error is the
-discretisation bias, which a Metropolis correction (MALA) removes.
+moment errors. Unadjusted Langevin has no accept step, so besides the error of a
+finite run it carries a discretisation bias that grows with the step size; the
+Metropolis correction of MALA removes that bias. On the mixture every sampler
+gets the mode weights wrong: chains mostly stay in the mode they started near.
 """
 
 import os
