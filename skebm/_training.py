@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from skebm._progress import EpochProgress
+
 __all__ = ["EpochsResult", "TrainingSnapshot", "run_epochs"]
 
 
@@ -101,7 +103,8 @@ def run_epochs(
     best_loss : float
         Best loss so far (for ``tol``), carried across warm starts.
     verbose : int
-        ``>= 1`` prints a line per epoch.
+        ``1`` shows a progress bar with the current loss, ``>= 2`` prints a
+        line per epoch (see :class:`skebm._progress.EpochProgress`).
     first_epoch : int
         Number of the first epoch in messages (continues across warm starts).
 
@@ -114,45 +117,46 @@ def run_epochs(
     snapshot = TrainingSnapshot(trained, optimizer)
     result = EpochsResult()
     no_improvement = 0
-    for epoch in range(first_epoch, first_epoch + n_epochs):
-        start = time.perf_counter()
-        try:
-            order = torch.randperm(n_samples, generator=generator, device=X.device)
-            total = torch.zeros((), device=X.device, dtype=torch.float64)
-            for begin in range(0, n_samples, batch_size):
-                batch = X[order[begin : begin + batch_size]]
-                optimizer.zero_grad(set_to_none=True)
-                value = loss(
-                    model, batch, sampler=sampler, generator=generator, state=loss_state
-                )
-                value.backward()
-                optimizer.step()
-                total += value.detach().to(torch.float64) * batch.shape[0]
-        except KeyboardInterrupt:
-            snapshot.restore()
-            result.interrupted = True
-            return result
-        epoch_loss, finite = torch.stack(
-            [total / n_samples, _all_finite(trained).to(torch.float64)]
-        ).tolist()
-        if not (finite and torch.isfinite(torch.tensor(epoch_loss))):
-            snapshot.restore()
-            result.diverged_epoch = epoch
-            return result
-        snapshot.save()
-        result.losses.append(epoch_loss)
-        if verbose:
-            print(
-                f"[{name}] epoch {epoch}, loss={epoch_loss:.6f}, "
-                f"{time.perf_counter() - start:.2f}s"
-            )
-        if tol is not None:
-            if epoch_loss < best_loss - tol:
-                no_improvement = 0
-            else:
-                no_improvement += 1
-            best_loss = min(best_loss, epoch_loss)
-            if no_improvement >= n_iter_no_change:
-                result.converged = True
+    with EpochProgress(name=name, n_epochs=n_epochs, verbose=verbose) as progress:
+        for epoch in range(first_epoch, first_epoch + n_epochs):
+            start = time.perf_counter()
+            try:
+                order = torch.randperm(n_samples, generator=generator, device=X.device)
+                total = torch.zeros((), device=X.device, dtype=torch.float64)
+                for begin in range(0, n_samples, batch_size):
+                    batch = X[order[begin : begin + batch_size]]
+                    optimizer.zero_grad(set_to_none=True)
+                    value = loss(
+                        model,
+                        batch,
+                        sampler=sampler,
+                        generator=generator,
+                        state=loss_state,
+                    )
+                    value.backward()
+                    optimizer.step()
+                    total += value.detach().to(torch.float64) * batch.shape[0]
+            except KeyboardInterrupt:
+                snapshot.restore()
+                result.interrupted = True
                 return result
+            epoch_loss, finite = torch.stack(
+                [total / n_samples, _all_finite(trained).to(torch.float64)]
+            ).tolist()
+            if not (finite and torch.isfinite(torch.tensor(epoch_loss))):
+                snapshot.restore()
+                result.diverged_epoch = epoch
+                return result
+            snapshot.save()
+            result.losses.append(epoch_loss)
+            progress.epoch_done(epoch, epoch_loss, time.perf_counter() - start)
+            if tol is not None:
+                if epoch_loss < best_loss - tol:
+                    no_improvement = 0
+                else:
+                    no_improvement += 1
+                best_loss = min(best_loss, epoch_loss)
+                if no_improvement >= n_iter_no_change:
+                    result.converged = True
+                    return result
     return result
