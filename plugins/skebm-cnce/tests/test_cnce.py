@@ -1,11 +1,13 @@
 """Tests of skebm-cnce: the loss's algebra, Gaussian recovery, the author kit.
 
-They import the installed package (CI installs it with pip, non-editable); on a
-machine where it is not installed they import the source next to this folder.
+They import the installed package (CI installs it with pip, non-editable, and sets
+SKEBM_REQUIRE_PLUGIN_PACKAGES=1 so a missing package is an error); on a machine
+where it is not installed they import the source next to this folder.
 """
 
 import doctest
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +16,9 @@ import torch
 
 try:
     import skebm_cnce
-except ImportError:  # not installed: test the source
+except ImportError:  # not installed: test the source (never in CI)
+    if os.environ.get("SKEBM_REQUIRE_PLUGIN_PACKAGES") == "1":
+        raise
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import skebm_cnce
 
