@@ -7,6 +7,9 @@ with a message that says what to fix; so the kit's checks can fail.
 """
 
 import math
+import re
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -249,3 +252,63 @@ def test_plugin_checks_cover_strategy_sklearn_and_density_checks():
     assert "check_sample_is_reproducible" in names  # skebm's density checks
     without = [c for _, c in plugin_checks(MALA(), sklearn_checks=False)]
     assert len(without) < len(names)
+
+
+# -- the README's "Writing a plugin" guide -------------------------------------------
+
+
+def _guide_files():
+    """{path: source} of the guide's code blocks that start with '# <path>'."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    guide = readme.split("## Writing a plugin", 1)[1].split("\n## ", 1)[0]
+    files = {}
+    for block in re.findall(r"```(?:python|toml)\n(.*?)```", guide, flags=re.S):
+        first, _, rest = block.partition("\n")
+        path = first.removeprefix("# ").strip()
+        if first.startswith("# ") and path.endswith((".py", ".toml")):
+            files[path] = rest
+    return files
+
+
+def test_the_readme_plugin_guide_builds_a_working_plugin(tmp_path, monkeypatch):
+    """The guide's files, laid out as a package and 'installed' (a dist-info with
+    its pyproject's name, version and entry point), register a sampler that
+    skebm finds by name and that passes the author kit."""
+    import importlib
+
+    from skebm.plugins import Registry
+    from tests.test_plugins import write_distribution
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python >= 3.11")
+    files = _guide_files()
+    assert set(files) == {
+        "src/skebm_rwm/sampler.py",
+        "src/skebm_rwm/__init__.py",
+        "src/skebm_rwm/plugin.py",
+        "pyproject.toml",
+        "tests/test_rwm.py",
+    }
+    project = tomllib.loads(files["pyproject.toml"])["project"]
+    site = tmp_path / "site"
+    (site / "skebm_rwm").mkdir(parents=True)
+    for path, source in files.items():
+        if path.startswith("src/"):
+            (site / path.removeprefix("src/")).write_text(source)
+    write_distribution(
+        site, project["name"], project["version"], project["entry-points"]["skebm"], {}
+    )
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv("SKEBM_DISABLE_PLUGIN_AUTOLOAD")
+    try:
+        registry = Registry(strict=True)
+        sampler_cls = registry.get("sampler", "rwm")
+        record = next(c for c in registry.components("sampler") if c.name == "rwm")
+        assert (record.distribution, record.version) == ("skebm-rwm", "0.1.0")
+        check_sampler(sampler_cls(), sklearn_checks=False)
+        namespace = {}
+        exec(compile(files["tests/test_rwm.py"], "test_rwm.py", "exec"), namespace)
+        assert namespace["test_skebm_contract"].pytestmark[0].name == "parametrize"
+    finally:
+        for module in [m for m in sys.modules if m.startswith("skebm_rwm")]:
+            del sys.modules[module]
+        importlib.invalidate_caches()
