@@ -16,6 +16,7 @@ from __future__ import annotations
 import pickle
 import random
 from collections.abc import Iterator
+from functools import partial
 
 import numpy as np
 import torch
@@ -543,8 +544,6 @@ def strategy_checks(
     ``n_steps`` is the sampler's budget in the Gaussian check; ``sampler`` (the
     sampler a loss that needs one runs) and ``n_epochs`` apply to losses.
     """
-    from functools import partial
-
     yield check_strategy_parameters
     if isinstance(strategy, BaseSampler):
         yield check_sampler_output
