@@ -571,7 +571,7 @@ def test_unknown_name_lists_plugins_that_failed_to_import(site):
     with pytest.warns(PluginWarning, match="skebm-broken"):
         registry = Registry()
     with pytest.raises(UnknownComponentError) as info:
-        registry.get("loss", "cnce")
+        registry.get("loss", "no-such-loss")
     assert str(info.value).endswith(
         "Plugins that failed to load: skebm-broken 0.3 (ImportError: missing dep)."
     )
