@@ -16,13 +16,18 @@ __all__ = ["BaseSampler", "energy_and_grad"]
 def energy_and_grad(energy, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``E(x)`` and ``∇ₓE(x)`` for a batch, both detached.
 
-    Only the gradient with respect to ``x`` is computed (``autograd.grad`` on
-    ``E(x).sum()``), never parameter gradients.
+    An energy may provide its own ``value_and_grad(x) -> (E(x), ∇ₓE(x))`` attribute (a
+    compiled one from :func:`skebm.acceleration.compile_value_and_grad`, or a closed
+    form); it is used when present. Otherwise only the gradient with respect to ``x``
+    is computed (a vector-Jacobian product with ones), never parameter gradients.
     """
+    fast = getattr(energy, "value_and_grad", None)
+    if fast is not None:
+        return fast(x)
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         value = energy(x)
-        (grad,) = torch.autograd.grad(value.sum(), x)
+        (grad,) = torch.autograd.grad(value, x, grad_outputs=torch.ones_like(value))
     return value.detach(), grad
 
 
