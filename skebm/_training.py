@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from skebm.acceleration import CapturedTrainingStep
+
 __all__ = ["EpochsResult", "TrainingSnapshot", "run_epochs"]
 
 
@@ -24,6 +26,7 @@ class EpochsResult:
     """What a call to :func:`run_epochs` did."""
 
     losses: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
     diverged_epoch: int | None = None
     interrupted: bool = False
     converged: bool = False
@@ -78,6 +81,7 @@ def run_epochs(
     verbose: int = 0,
     first_epoch: int = 1,
     name: str = "EnergyDensityEstimator",
+    capture: bool = False,
 ) -> EpochsResult:
     """Train ``model`` for up to ``n_epochs`` epochs over the rows of ``X``.
 
@@ -104,6 +108,10 @@ def run_epochs(
         ``>= 1`` prints a line per epoch.
     first_epoch : int
         Number of the first epoch in messages (continues across warm starts).
+    capture : bool
+        Record each training step as a CUDA graph (one per batch shape) and replay
+        it; needs a CUDA ``X`` and an optimizer built with ``capturable=True``. See
+        :class:`skebm.acceleration.CapturedTrainingStep`.
 
     Returns
     -------
@@ -114,6 +122,30 @@ def run_epochs(
     snapshot = TrainingSnapshot(trained, optimizer)
     result = EpochsResult()
     no_improvement = 0
+    captured: dict[int, CapturedTrainingStep] = {}
+
+    def train_step(batch: torch.Tensor) -> torch.Tensor:
+        if capture:
+            step = captured.get(batch.shape[0])
+            if step is None:
+                step = captured[batch.shape[0]] = CapturedTrainingStep(
+                    loss=loss,
+                    sampler=sampler,
+                    model=model,
+                    state=loss_state,
+                    optimizer=optimizer,
+                    generator=generator,
+                    like=batch,
+                )
+            return step.run(batch)
+        optimizer.zero_grad(set_to_none=True)
+        value = loss(
+            model, batch, sampler=sampler, generator=generator, state=loss_state
+        )
+        value.backward()
+        optimizer.step()
+        return value.detach()
+
     for epoch in range(first_epoch, first_epoch + n_epochs):
         start = time.perf_counter()
         try:
@@ -121,13 +153,7 @@ def run_epochs(
             total = torch.zeros((), device=X.device, dtype=torch.float64)
             for begin in range(0, n_samples, batch_size):
                 batch = X[order[begin : begin + batch_size]]
-                optimizer.zero_grad(set_to_none=True)
-                value = loss(
-                    model, batch, sampler=sampler, generator=generator, state=loss_state
-                )
-                value.backward()
-                optimizer.step()
-                total += value.detach().to(torch.float64) * batch.shape[0]
+                total += train_step(batch).to(torch.float64) * batch.shape[0]
         except KeyboardInterrupt:
             snapshot.restore()
             result.interrupted = True
@@ -141,10 +167,11 @@ def run_epochs(
             return result
         snapshot.save()
         result.losses.append(epoch_loss)
+        result.seconds.append(time.perf_counter() - start)
         if verbose:
             print(
                 f"[{name}] epoch {epoch}, loss={epoch_loss:.6f}, "
-                f"{time.perf_counter() - start:.2f}s"
+                f"{result.seconds[-1]:.2f}s"
             )
         if tol is not None:
             if epoch_loss < best_loss - tol:
