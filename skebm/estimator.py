@@ -544,9 +544,10 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         model = self._model()
         unnormalised = evaluate_in_chunks(
             lambda z: -model(z),
-            (X - self.mean_) / self.scale_,
+            X,
             device=self.device_,
             dtype=self._dtype(),
+            transform=lambda rows: (rows - self.mean_) / self.scale_,
         )
         return unnormalised - self.log_partition_ - np.log(self.scale_).sum()
 
@@ -609,8 +610,9 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
                     )
                 else:
                     z = fast.sample(z, n_steps=self.sample_steps, generator=generator)
-                out[start : start + size] = z.to("cpu", torch.float64).numpy()
-        return out * self.scale_ + self.mean_
+                rows = z.to("cpu", torch.float64).numpy()
+                out[start : start + size] = rows * self.scale_ + self.mean_
+        return out
 
     # -- persistence ---------------------------------------------------------------
 
