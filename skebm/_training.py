@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from skebm._progress import EpochProgress
 from skebm.acceleration import CapturedTrainingStep
 
 __all__ = ["EpochsResult", "TrainingSnapshot", "run_epochs"]
@@ -105,7 +106,8 @@ def run_epochs(
     best_loss : float
         Best loss so far (for ``tol``), carried across warm starts.
     verbose : int
-        ``>= 1`` prints a line per epoch.
+        ``1`` shows a progress bar with the current loss, ``>= 2`` prints a
+        line per epoch (see :class:`skebm._progress.EpochProgress`).
     first_epoch : int
         Number of the first epoch in messages (continues across warm starts).
     capture : bool
@@ -146,40 +148,37 @@ def run_epochs(
         optimizer.step()
         return value.detach()
 
-    for epoch in range(first_epoch, first_epoch + n_epochs):
-        start = time.perf_counter()
-        try:
-            order = torch.randperm(n_samples, generator=generator, device=X.device)
-            total = torch.zeros((), device=X.device, dtype=torch.float64)
-            for begin in range(0, n_samples, batch_size):
-                batch = X[order[begin : begin + batch_size]]
-                total += train_step(batch).to(torch.float64) * batch.shape[0]
-        except KeyboardInterrupt:
-            snapshot.restore()
-            result.interrupted = True
-            return result
-        epoch_loss, finite = torch.stack(
-            [total / n_samples, _all_finite(trained).to(torch.float64)]
-        ).tolist()
-        if not (finite and torch.isfinite(torch.tensor(epoch_loss))):
-            snapshot.restore()
-            result.diverged_epoch = epoch
-            return result
-        snapshot.save()
-        result.losses.append(epoch_loss)
-        result.seconds.append(time.perf_counter() - start)
-        if verbose:
-            print(
-                f"[{name}] epoch {epoch}, loss={epoch_loss:.6f}, "
-                f"{result.seconds[-1]:.2f}s"
-            )
-        if tol is not None:
-            if epoch_loss < best_loss - tol:
-                no_improvement = 0
-            else:
-                no_improvement += 1
-            best_loss = min(best_loss, epoch_loss)
-            if no_improvement >= n_iter_no_change:
-                result.converged = True
+    with EpochProgress(name=name, n_epochs=n_epochs, verbose=verbose) as progress:
+        for epoch in range(first_epoch, first_epoch + n_epochs):
+            start = time.perf_counter()
+            try:
+                order = torch.randperm(n_samples, generator=generator, device=X.device)
+                total = torch.zeros((), device=X.device, dtype=torch.float64)
+                for begin in range(0, n_samples, batch_size):
+                    batch = X[order[begin : begin + batch_size]]
+                    total += train_step(batch).to(torch.float64) * batch.shape[0]
+            except KeyboardInterrupt:
+                snapshot.restore()
+                result.interrupted = True
                 return result
+            epoch_loss, finite = torch.stack(
+                [total / n_samples, _all_finite(trained).to(torch.float64)]
+            ).tolist()
+            if not (finite and torch.isfinite(torch.tensor(epoch_loss))):
+                snapshot.restore()
+                result.diverged_epoch = epoch
+                return result
+            snapshot.save()
+            result.losses.append(epoch_loss)
+            result.seconds.append(time.perf_counter() - start)
+            progress.epoch_done(epoch, epoch_loss, result.seconds[-1])
+            if tol is not None:
+                if epoch_loss < best_loss - tol:
+                    no_improvement = 0
+                else:
+                    no_improvement += 1
+                best_loss = min(best_loss, epoch_loss)
+                if no_improvement >= n_iter_no_change:
+                    result.converged = True
+                    return result
     return result

@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from skebm._components import build_energy, resolve_strategy
+from skebm._progress import SamplingProgress
 from skebm._training import run_epochs
 from skebm._version import __version__
 from skebm.acceleration import (
@@ -139,7 +140,10 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         global random states are not used. The same int gives the same model on
         the same device.
     verbose : int, default=0
-        ``>= 1`` prints one line per epoch.
+        ``0`` is silent. ``1`` shows a progress bar over the epochs with the
+        current loss (tqdm when installed, else a text bar on stderr), and one over
+        the energy evaluations of :meth:`sample` calls that last more than a
+        second. ``2`` prints a line per epoch and per chunk of samples instead.
 
     Attributes
     ----------
@@ -600,18 +604,27 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             graphs = cuda_graphs_available(self.device_)
             fast = AcceleratedSampler(self.sampler_, model, compile=not graphs)
         out = np.empty((int(n_samples), self.n_features_in_), dtype=np.float64)
-        with frozen_parameters(model):
+        progress = SamplingProgress(
+            name=type(self).__name__,
+            n_chunks=-(-n_samples // SAMPLE_CHUNK),
+            verbose=self.verbose,
+        )
+        with frozen_parameters(model), progress:
             for start in range(0, n_samples, SAMPLE_CHUNK):
                 size = min(SAMPLE_CHUNK, n_samples - start)
                 z = self.base_.sample(size, generator=generator)
                 if fast is None:
                     z = self.sampler_.sample(
-                        model, z, n_steps=self.sample_steps, generator=generator
+                        progress.wrap(model),
+                        z,
+                        n_steps=self.sample_steps,
+                        generator=generator,
                     )
-                else:
+                else:  # a captured or compiled loop: progress counts chunks
                     z = fast.sample(z, n_steps=self.sample_steps, generator=generator)
                 rows = z.to("cpu", torch.float64).numpy()
                 out[start : start + size] = rows * self.scale_ + self.mean_
+                progress.chunk_done(size)
         return out
 
     # -- persistence ---------------------------------------------------------------
