@@ -95,8 +95,9 @@ class BaseSampler(BaseEstimator):
         self._validate_params()
         module = energy if isinstance(energy, nn.Module) else None
         with frozen_parameters(module):
+            # A copy: callers may modify the result, and n_steps=0 returns it as is.
             x, info = self._run(
-                energy, x0.detach(), n_steps=int(n_steps), generator=generator
+                energy, x0.detach().clone(), n_steps=int(n_steps), generator=generator
             )
         return (x, info) if return_info else x
 
