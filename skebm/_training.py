@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from skebm._progress import EpochProgress
+from skebm.acceleration import CapturedTrainingStep
 
 __all__ = ["EpochsResult", "TrainingSnapshot", "run_epochs"]
 
@@ -26,6 +27,7 @@ class EpochsResult:
     """What a call to :func:`run_epochs` did."""
 
     losses: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
     diverged_epoch: int | None = None
     interrupted: bool = False
     converged: bool = False
@@ -80,6 +82,7 @@ def run_epochs(
     verbose: int = 0,
     first_epoch: int = 1,
     name: str = "EnergyDensityEstimator",
+    capture: bool = False,
 ) -> EpochsResult:
     """Train ``model`` for up to ``n_epochs`` epochs over the rows of ``X``.
 
@@ -107,6 +110,10 @@ def run_epochs(
         line per epoch (see :class:`skebm._progress.EpochProgress`).
     first_epoch : int
         Number of the first epoch in messages (continues across warm starts).
+    capture : bool
+        Record each training step as a CUDA graph (one per batch shape) and replay
+        it; needs a CUDA ``X`` and an optimizer built with ``capturable=True``. See
+        :class:`skebm.acceleration.CapturedTrainingStep`.
 
     Returns
     -------
@@ -117,6 +124,30 @@ def run_epochs(
     snapshot = TrainingSnapshot(trained, optimizer)
     result = EpochsResult()
     no_improvement = 0
+    captured: dict[int, CapturedTrainingStep] = {}
+
+    def train_step(batch: torch.Tensor) -> torch.Tensor:
+        if capture:
+            step = captured.get(batch.shape[0])
+            if step is None:
+                step = captured[batch.shape[0]] = CapturedTrainingStep(
+                    loss=loss,
+                    sampler=sampler,
+                    model=model,
+                    state=loss_state,
+                    optimizer=optimizer,
+                    generator=generator,
+                    like=batch,
+                )
+            return step.run(batch)
+        optimizer.zero_grad(set_to_none=True)
+        value = loss(
+            model, batch, sampler=sampler, generator=generator, state=loss_state
+        )
+        value.backward()
+        optimizer.step()
+        return value.detach()
+
     with EpochProgress(name=name, n_epochs=n_epochs, verbose=verbose) as progress:
         for epoch in range(first_epoch, first_epoch + n_epochs):
             start = time.perf_counter()
@@ -125,17 +156,7 @@ def run_epochs(
                 total = torch.zeros((), device=X.device, dtype=torch.float64)
                 for begin in range(0, n_samples, batch_size):
                     batch = X[order[begin : begin + batch_size]]
-                    optimizer.zero_grad(set_to_none=True)
-                    value = loss(
-                        model,
-                        batch,
-                        sampler=sampler,
-                        generator=generator,
-                        state=loss_state,
-                    )
-                    value.backward()
-                    optimizer.step()
-                    total += value.detach().to(torch.float64) * batch.shape[0]
+                    total += train_step(batch).to(torch.float64) * batch.shape[0]
             except KeyboardInterrupt:
                 snapshot.restore()
                 result.interrupted = True
@@ -149,7 +170,8 @@ def run_epochs(
                 return result
             snapshot.save()
             result.losses.append(epoch_loss)
-            progress.epoch_done(epoch, epoch_loss, time.perf_counter() - start)
+            result.seconds.append(time.perf_counter() - start)
+            progress.epoch_done(epoch, epoch_loss, result.seconds[-1])
             if tol is not None:
                 if epoch_loss < best_loss - tol:
                     no_improvement = 0

@@ -130,6 +130,7 @@ class GaussianMixtureDensity(BaseDensity):
         self.register_buffer(
             "_shift", torch.einsum("kd,kde->ke", means, precision_tril)
         )
+        self.register_buffer("_cdf", torch.cumsum(log_weights.exp(), 0))
 
     @property
     def n_components(self) -> int:
@@ -140,10 +141,8 @@ class GaussianMixtureDensity(BaseDensity):
         return torch.logsumexp(self._log_norm - 0.5 * (y * y).sum(-1), dim=-1)
 
     def sample(self, n_samples: int, *, generator: torch.Generator) -> torch.Tensor:
-        # Draw every component's candidate and gather: no host sync, static shapes.
-        component = torch.multinomial(
-            self.log_weights.exp(), n_samples, replacement=True, generator=generator
-        )
+        # Components by inverse CDF and every component's candidate gathered: no host
+        # sync and static shapes, so sampling can be captured in a CUDA graph.
         eps = torch.randn(
             (n_samples, self.n_features),
             generator=generator,
@@ -152,6 +151,12 @@ class GaussianMixtureDensity(BaseDensity):
         )
         if self.n_components == 1:
             return self.means[0] + eps @ self.scale_tril[0].T
+        uniform = torch.rand(
+            n_samples, generator=generator, device=eps.device, dtype=eps.dtype
+        )
+        component = torch.searchsorted(self._cdf, uniform, right=True).clamp_(
+            max=self.n_components - 1
+        )
         candidates = torch.einsum("nd,ked->nke", eps, self.scale_tril)
         rows = torch.arange(n_samples, device=eps.device)
         return self.means[component] + candidates[rows, component]
