@@ -72,6 +72,7 @@ def run_epochs(
     batch_size: int,
     n_epochs: int,
     generator: torch.Generator,
+    max_grad_norm: float | None = None,
     tol: float | None = None,
     n_iter_no_change: int = 10,
     best_loss: float = float("inf"),
@@ -95,6 +96,9 @@ def run_epochs(
     n_epochs : int
     generator : torch.Generator
         Drives the shuffling and the loss's randomness.
+    max_grad_norm : float or None
+        Clip the total gradient norm of the optimised parameters to this value
+        before each step (no host synchronisation); ``None``: no clipping.
     tol, n_iter_no_change : float or None, int
         Stop when the epoch loss has not improved by ``tol`` for
         ``n_iter_no_change`` epochs (``tol=None``: never).
@@ -112,6 +116,7 @@ def run_epochs(
     n_samples = X.shape[0]
     trained = [m for m in (model.energy, loss_state) if m is not None]
     snapshot = TrainingSnapshot(trained, optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     result = EpochsResult()
     no_improvement = 0
     for epoch in range(first_epoch, first_epoch + n_epochs):
@@ -126,6 +131,8 @@ def run_epochs(
                     model, batch, sampler=sampler, generator=generator, state=loss_state
                 )
                 value.backward()
+                if max_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(params, max_grad_norm)
                 optimizer.step()
                 total += value.detach().to(torch.float64) * batch.shape[0]
         except KeyboardInterrupt:

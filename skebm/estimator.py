@@ -104,6 +104,10 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         Rows per optimisation step; ``"auto"`` is ``min(256, n_samples)``.
     learning_rate : float, default=1e-3
         Adam's learning rate.
+    max_grad_norm : float or None, default=None
+        Clip the norm of the gradient of all trained parameters (energy and loss
+        state together) to this value before each optimiser step; ``None`` does
+        not clip.
     tol : float or None, default=None
         Stop when the epoch loss has not improved by ``tol`` for
         ``n_iter_no_change`` epochs. ``None`` always runs ``max_iter`` epochs
@@ -203,6 +207,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             Interval(Integral, 1, None, closed="left"),
         ],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
@@ -229,6 +234,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         max_iter=200,
         batch_size="auto",
         learning_rate=1e-3,
+        max_grad_norm=None,
         tol=None,
         n_iter_no_change=10,
         device="auto",
@@ -251,6 +257,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.max_grad_norm = max_grad_norm
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.device = device
@@ -480,6 +487,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             batch_size=self._batch_size(Z.shape[0]),
             n_epochs=n_epochs,
             generator=generator,
+            max_grad_norm=self.max_grad_norm,
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
             best_loss=min(self.loss_curve_, default=float("inf")),
