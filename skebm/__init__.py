@@ -10,6 +10,7 @@ hooks (see :mod:`skebm.hookspecs`).
 from skebm._version import __version__
 from skebm.estimator import EnergyDensityEstimator
 from skebm.hookspecs import hookimpl
+from skebm.persistence import load
 from skebm.plugins import list_energies, list_losses, list_samplers
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "list_energies",
     "list_losses",
     "list_samplers",
+    "load",
 ]

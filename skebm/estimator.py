@@ -22,6 +22,7 @@ from skebm.energies.residual import ResidualEnergy
 from skebm.exceptions import DeviceWarning, DivergenceError, VersionWarning
 from skebm.losses import BaseLoss
 from skebm.partition import estimate_log_partition
+from skebm.persistence import save as save_estimator
 from skebm.samplers import BaseSampler
 from skebm.utils._sklearn_compat import (
     Interval,
@@ -593,8 +594,24 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
 
     # -- persistence ---------------------------------------------------------------
 
+    def save(self, path):
+        """Write the estimator to ``path`` in skebm's safe format.
+
+        Parameters go to JSON and tensors to a ``torch.save`` file that
+        :func:`skebm.load` reads with ``weights_only=True``, so loading the file
+        runs no code from it. Strategies and energies are stored by registered
+        name; parameters that cannot be (lambdas, unregistered classes) raise
+        :class:`~skebm.exceptions.UnsafeToSaveError`: use pickle or joblib for
+        those. See :mod:`skebm.persistence`.
+
+        Parameters
+        ----------
+        path : str or path-like
+        """
+        save_estimator(self, path)
+
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: pickling must not add keys
         state["_skebm_version"] = __version__
         device = state.get("device_")
         if device is not None and device.type != "cpu":
