@@ -16,6 +16,11 @@ from torch import nn
 
 from skebm._components import build_energy, resolve_strategy
 from skebm._training import run_epochs
+from skebm._validation import (
+    check_options,
+    check_standardisation,
+    validate_samples,
+)
 from skebm._version import __version__
 from skebm.bases import fit_base
 from skebm.energies.residual import ResidualEnergy
@@ -28,7 +33,6 @@ from skebm.utils._sklearn_compat import (
     Interval,
     StrOptions,
     _fit_context,
-    validate_data,
 )
 from skebm.utils._torch import (
     evaluate_in_chunks,
@@ -345,9 +349,8 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
 
     def _fit(self, X, *, n_epochs: int, incremental: bool):
         first = not hasattr(self, "energy_") or not (self.warm_start or incremental)
-        X = validate_data(
-            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=first
-        )
+        check_options(self)
+        X = validate_samples(self, X, reset=first, ensure_min_samples=2)
         if first:
             self._initialize(X)
         else:
@@ -401,8 +404,11 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         )
         self.device_ = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype)
-        self.mean_ = X.mean(axis=0, dtype=np.float64)
-        scale = X.std(axis=0, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            mean = X.mean(axis=0, dtype=np.float64)
+            scale = X.std(axis=0, dtype=np.float64)
+        check_standardisation(mean, scale)
+        self.mean_ = mean
         self.scale_ = np.where(
             scale > 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(self.mean_)),
             scale,
@@ -516,7 +522,10 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
 
         ``log p(x) = log q(z) - E(z) - log_partition_ - Σ log scale_`` with
         ``z = (x - mean_) / scale_``. Deterministic: no randomness is used and a
-        row's value does not depend on the rows passed with it.
+        row's value does not depend on the rows passed with it. Rows so far from
+        the data that their log-density is below the floating-point range (``z``
+        beyond ``sqrt`` of the largest float of ``dtype``, about 1.8e19 for
+        float32) get ``-inf``; the result is never NaN.
 
         Parameters
         ----------
@@ -527,14 +536,17 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         log_density : ndarray of shape (n_samples,), float64
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = validate_samples(self, X, reset=False)
         model = self._model()
+        dtype = self._dtype()
+        with np.errstate(over="ignore"):
+            Z = (X - self.mean_) / self.scale_
         unnormalised = evaluate_in_chunks(
-            lambda z: -model(z),
-            (X - self.mean_) / self.scale_,
-            device=self.device_,
-            dtype=self._dtype(),
+            lambda z: -model(z), Z, device=self.device_, dtype=dtype
         )
+        # The base's -|z|²/2 overflows there: the density underflows to zero.
+        beyond_range = np.abs(Z).max(axis=1) > np.sqrt(torch.finfo(dtype).max)
+        unnormalised[beyond_range] = -np.inf
         return unnormalised - self.log_partition_ - np.log(self.scale_).sum()
 
     def score(self, X, y=None):
