@@ -405,6 +405,14 @@ def test_a_newer_format_is_refused_with_advice(moons, tmp_path):
 
 # -- across devices ----------------------------------------------------------------
 
+
+def test_load_onto_a_chosen_device(moons, tmp_path):
+    small_estimator(random_state=0).fit(moons).save(tmp_path / "model.skebm")
+    assert skebm.load(tmp_path / "model.skebm", device="cpu").device_.type == "cpu"
+    with pytest.raises(ValueError, match="Unknown device 'tpu'. Available devices"):
+        skebm.load(tmp_path / "model.skebm", device="tpu")
+
+
 _LOAD_WITHOUT_CUDA = textwrap.dedent(
     """
     import pickle, sys, warnings
