@@ -76,6 +76,7 @@ def run_epochs(
     batch_size: int,
     n_epochs: int,
     generator: torch.Generator,
+    max_grad_norm: float | None = None,
     tol: float | None = None,
     n_iter_no_change: int = 10,
     best_loss: float = float("inf"),
@@ -100,6 +101,9 @@ def run_epochs(
     n_epochs : int
     generator : torch.Generator
         Drives the shuffling and the loss's randomness.
+    max_grad_norm : float or None
+        Clip the total gradient norm of the optimised parameters to this value
+        before each step (no host synchronisation); ``None``: no clipping.
     tol, n_iter_no_change : float or None, int
         Stop when the epoch loss has not improved by ``tol`` for
         ``n_iter_no_change`` epochs (``tol=None``: never).
@@ -122,6 +126,7 @@ def run_epochs(
     n_samples = X.shape[0]
     trained = [m for m in (model.energy, loss_state) if m is not None]
     snapshot = TrainingSnapshot(trained, optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     result = EpochsResult()
     no_improvement = 0
     captured: dict[int, CapturedTrainingStep] = {}
@@ -138,6 +143,7 @@ def run_epochs(
                     optimizer=optimizer,
                     generator=generator,
                     like=batch,
+                    max_grad_norm=max_grad_norm,
                 )
             return step.run(batch)
         optimizer.zero_grad(set_to_none=True)
@@ -145,6 +151,8 @@ def run_epochs(
             model, batch, sampler=sampler, generator=generator, state=loss_state
         )
         value.backward()
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         return value.detach()
 

@@ -338,6 +338,8 @@ class CapturedTrainingStep:
         A CUDA generator, registered with the graph.
     like : Tensor of shape (batch, d)
         Fixes the batch shape.
+    max_grad_norm : float or None, default=None
+        Clip the total gradient norm before the optimizer step, as in eager mode.
     """
 
     def __init__(
@@ -350,8 +352,10 @@ class CapturedTrainingStep:
         optimizer: torch.optim.Optimizer,
         generator: torch.Generator,
         like: torch.Tensor,
+        max_grad_norm: float | None = None,
     ):
         self.static_x = like.detach().clone()
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         modules = [m for m in (model.energy, state) if m is not None]
         trained = [t for m in modules for t in [*m.parameters(), *m.buffers()]]
         snapshot = _TensorSnapshot(trained + _optimizer_tensors(optimizer))
@@ -363,6 +367,8 @@ class CapturedTrainingStep:
                 model, self.static_x, sampler=sampler, generator=generator, state=state
             )
             value.backward()
+            if max_grad_norm is not None:  # no host sync: capturable
+                nn.utils.clip_grad_norm_(params, max_grad_norm)
             optimizer.step()
             return value.detach()
 

@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_scalar
 from torch import nn
 
 __all__ = [
+    "BASE_PARAMS",
     "BaseDensity",
     "GaussianMixtureDensity",
     "StandardNormalDensity",
@@ -27,6 +28,13 @@ __all__ = [
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+#: The ``params`` keys :func:`fit_base` accepts for each kind of base.
+BASE_PARAMS = {
+    "gmm": ("n_components", "max_components", "covariance_type", "reg_covar"),
+    "gaussian": ("reg_covar",),
+    "standard": (),
+}
 
 
 class BaseDensity(nn.Module):
@@ -223,17 +231,13 @@ def fit_base(
         if params:
             raise ValueError(f"base='standard' takes no base_params, got {params}.")
         return StandardNormalDensity(n_features)
-    allowed = {
-        "gmm": {"n_components", "max_components", "covariance_type", "reg_covar"},
-        "gaussian": {"reg_covar"},
-    }
-    if kind not in allowed:
+    if kind not in BASE_PARAMS:
         raise ValueError(f"Unknown base {kind!r}; use 'gmm', 'gaussian' or 'standard'.")
-    unknown = set(params) - allowed[kind]
+    unknown = set(params) - set(BASE_PARAMS[kind])
     if unknown:
         raise ValueError(
             f"Unknown base_params {sorted(unknown)} for base={kind!r}; "
-            f"allowed: {sorted(allowed[kind])}."
+            f"allowed: {sorted(BASE_PARAMS[kind])}."
         )
     reg_covar = check_scalar(
         params.get("reg_covar", 1e-4), "reg_covar", Real, min_val=0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from numbers import Integral, Real
 
@@ -17,6 +18,11 @@ from torch import nn
 from skebm._components import build_energy, resolve_strategy
 from skebm._progress import SamplingProgress
 from skebm._training import run_epochs
+from skebm._validation import (
+    check_options,
+    check_standardisation,
+    validate_samples,
+)
 from skebm._version import __version__
 from skebm.acceleration import (
     AcceleratedSampler,
@@ -28,12 +34,12 @@ from skebm.energies.residual import ResidualEnergy
 from skebm.exceptions import DeviceWarning, DivergenceError, VersionWarning
 from skebm.losses import BaseLoss
 from skebm.partition import estimate_log_partition
+from skebm.persistence import save as save_estimator
 from skebm.samplers import BaseSampler
 from skebm.utils._sklearn_compat import (
     Interval,
     StrOptions,
     _fit_context,
-    validate_data,
 )
 from skebm.utils._torch import (
     evaluate_in_chunks,
@@ -110,6 +116,10 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         Rows per optimisation step; ``"auto"`` is ``min(256, n_samples)``.
     learning_rate : float, default=1e-3
         Adam's learning rate.
+    max_grad_norm : float or None, default=None
+        Clip the norm of the gradient of all trained parameters (energy and loss
+        state together) to this value before each optimiser step; ``None`` does
+        not clip.
     tol : float or None, default=None
         Stop when the epoch loss has not improved by ``tol`` for
         ``n_iter_no_change`` epochs. ``None`` always runs ``max_iter`` epochs
@@ -221,6 +231,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             Interval(Integral, 1, None, closed="left"),
         ],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
@@ -248,6 +259,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         max_iter=200,
         batch_size="auto",
         learning_rate=1e-3,
+        max_grad_norm=None,
         tol=None,
         n_iter_no_change=10,
         device="auto",
@@ -271,6 +283,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.max_grad_norm = max_grad_norm
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.device = device
@@ -358,9 +371,8 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
 
     def _fit(self, X, *, n_epochs: int, incremental: bool):
         first = not hasattr(self, "energy_") or not (self.warm_start or incremental)
-        X = validate_data(
-            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=first
-        )
+        check_options(self)
+        X = validate_samples(self, X, reset=first, ensure_min_samples=2)
         if first:
             self._initialize(X)
         else:
@@ -414,8 +426,11 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         )
         self.device_ = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype)
-        self.mean_ = X.mean(axis=0, dtype=np.float64)
-        scale = X.std(axis=0, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            mean = X.mean(axis=0, dtype=np.float64)
+            scale = X.std(axis=0, dtype=np.float64)
+        check_standardisation(mean, scale)
+        self.mean_ = mean
         self.scale_ = np.where(
             scale > 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(self.mean_)),
             scale,
@@ -505,6 +520,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             batch_size=self._batch_size(Z.shape[0]),
             n_epochs=n_epochs,
             generator=generator,
+            max_grad_norm=self.max_grad_norm,
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
             best_loss=min(self.loss_curve_, default=float("inf")),
@@ -533,7 +549,10 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
 
         ``log p(x) = log q(z) - E(z) - log_partition_ - Σ log scale_`` with
         ``z = (x - mean_) / scale_``. Deterministic: no randomness is used and a
-        row's value does not depend on the rows passed with it.
+        row's value does not depend on the rows passed with it. Rows so far from
+        the data that their log-density is below the floating-point range (``z``
+        beyond ``sqrt`` of the largest float of ``dtype``, about 1.8e19 for
+        float32) get ``-inf``; the result is never NaN.
 
         Parameters
         ----------
@@ -544,14 +563,22 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         log_density : ndarray of shape (n_samples,), float64
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = validate_samples(self, X, reset=False)
         model = self._model()
+        dtype = self._dtype()
+        # Beyond sqrt(max float) the base's -|z|²/2 overflows: the density
+        # underflows to zero there, so those rows get -inf (never NaN).
+        limit = math.sqrt(torch.finfo(dtype).max)
+
+        def log_density(z):
+            return torch.where(z.abs().amax(-1) > limit, -math.inf, -model(z))
+
+        def standardise(rows):
+            with np.errstate(over="ignore"):
+                return (rows - self.mean_) / self.scale_
+
         unnormalised = evaluate_in_chunks(
-            lambda z: -model(z),
-            X,
-            device=self.device_,
-            dtype=self._dtype(),
-            transform=lambda rows: (rows - self.mean_) / self.scale_,
+            log_density, X, device=self.device_, dtype=dtype, transform=standardise
         )
         return unnormalised - self.log_partition_ - np.log(self.scale_).sum()
 
@@ -629,8 +656,24 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
 
     # -- persistence ---------------------------------------------------------------
 
+    def save(self, path):
+        """Write the estimator to ``path`` in skebm's safe format.
+
+        Parameters go to JSON and tensors to a ``torch.save`` file that
+        :func:`skebm.load` reads with ``weights_only=True``, so loading the file
+        runs no code from it. Strategies and energies are stored by registered
+        name; parameters that cannot be (lambdas, unregistered classes) raise
+        :class:`~skebm.exceptions.UnsafeToSaveError`: use pickle or joblib for
+        those. See :mod:`skebm.persistence`.
+
+        Parameters
+        ----------
+        path : str or path-like
+        """
+        save_estimator(self, path)
+
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: pickling must not add keys
         state["_skebm_version"] = __version__
         device = state.get("device_")
         if device is not None and device.type != "cpu":
