@@ -58,11 +58,12 @@ print(json.dumps({"seconds": seconds, "rss_growth_mb": peak - before,
 """
 
 
-def fit_scaling(sizes, device, epochs):
+def fit_scaling(sizes, device, epochs, compile=False):
     # One-time costs (imports torch.optim pulls in, allocator warm-up) first.
-    EnergyDensityEstimator(max_iter=1, random_state=0, device=device).fit(
-        make_two_moons(300, random_state=0)
-    )
+    EnergyDensityEstimator(
+        max_iter=1, random_state=0, device=device, compile=compile
+    ).fit(make_two_moons(300, random_state=0))
+    print(f"compile={compile}")
     print("| rows | fixed part s (max_iter=0) | per epoch s | epochs/s |")
     print("|---:|---:|---:|---:|")
     for n in sizes:
@@ -70,7 +71,7 @@ def fit_scaling(sizes, device, epochs):
         times = {}
         for max_iter in (0, epochs):
             est = EnergyDensityEstimator(
-                max_iter=max_iter, random_state=0, device=device
+                max_iter=max_iter, random_state=0, device=device, compile=compile
             )
             start = time.perf_counter()
             est.fit(X)
@@ -134,6 +135,10 @@ def main(argv=None):
         help="sampler steps in the memory runs (memory does not depend on it)",
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--compile", action="store_true", help="also time fits with compile=True"
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory part")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(
@@ -145,10 +150,14 @@ def main(argv=None):
         fit_scaling([500], args.device, epochs=1)
         memory_scaling([1000, 10_000], args.device, steps=1)
     else:
-        fit_scaling([1_000, 10_000, 100_000], args.device, epochs=3)
-        memory_scaling(
-            [100_000, 1_000_000, 5_000_000], args.device, steps=args.sample_steps
-        )
+        for compile in (False, True) if args.compile else (False,):
+            fit_scaling(
+                [1_000, 10_000, 100_000], args.device, epochs=3, compile=compile
+            )
+        if not args.no_memory:
+            memory_scaling(
+                [100_000, 1_000_000, 5_000_000], args.device, steps=args.sample_steps
+            )
     return 0
 
 
