@@ -172,12 +172,12 @@ def test_composite_gaussian_plus_mlp_trains_and_scores():
     Gaussian) cannot be bimodal; the composite must close the gap. On a common
     held-out set, ``mean(log p_true - log p_model)`` estimates KL(p_true ||
     model) with standard error ``sd / sqrt(n_test)``; the test asks the trained
-    model's KL to be below 0.05 nats plus 3 standard errors, while the base's is
-    above 0.25 (its exact value is about 0.43 for this mixture). log Z is exact
-    (grid quadrature), so no estimator noise enters the scores.
+    model's KL to be below 0.05 nats plus 3 standard errors (measured: 0.013 ±
+    0.004), while the base's is above 0.5 (measured: 0.77). log Z is exact (grid
+    quadrature), so no estimator noise enters the scores.
     """
     rng = np.random.RandomState(0)
-    X_train, X_test = _two_gaussians(3000, rng), _two_gaussians(3000, rng)
+    X_train, X_test = _two_gaussians(2000, rng), _two_gaussians(2000, rng)
     true = _two_gaussians_log_density(X_test)
     params = dict(
         energy="composite",
@@ -195,6 +195,6 @@ def test_composite_gaussian_plus_mlp_trains_and_scores():
     assert isinstance(est.energy_, CompositeEnergy)
     gap = true - est.score_samples(X_test)
     stderr = gap.std(ddof=1) / np.sqrt(len(gap))
-    assert np.mean(true - base_only.score_samples(X_test)) > 0.25
+    assert np.mean(true - base_only.score_samples(X_test)) > 0.5
     assert gap.mean() < 0.05 + 3 * stderr, (gap.mean(), stderr)
     assert np.isfinite(est.score(X_test))
