@@ -2,11 +2,13 @@
 
 from skebm.energies.analytic import GaussianEnergy
 from skebm.energies.composite import CompositeEnergy, HybridEnergy
+from skebm.energies.conv import ConvEnergy
 from skebm.energies.mlp import MLPEnergy
 from skebm.energies.residual import ResidualEnergy, as_residual
 
 __all__ = [
     "CompositeEnergy",
+    "ConvEnergy",
     "GaussianEnergy",
     "HybridEnergy",
     "MLPEnergy",

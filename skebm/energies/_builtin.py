@@ -2,6 +2,7 @@
 
 from skebm.energies.analytic import GaussianEnergy
 from skebm.energies.composite import CompositeEnergy, HybridEnergy
+from skebm.energies.conv import ConvEnergy
 from skebm.energies.mlp import MLPEnergy
 from skebm.hookspecs import hookimpl
 
@@ -12,3 +13,4 @@ def skebm_register_energies(register):
     register("gaussian", GaussianEnergy)
     register("composite", CompositeEnergy)
     register("hybrid", HybridEnergy)
+    register("conv", ConvEnergy)
