@@ -1,13 +1,20 @@
-"""Energies as users write them: their own modules, composites and hybrids, and
-the convolutional energy for image rows."""
+"""Energies as users write them: their own modules, composites and hybrids, the
+convolutional energy for image rows, and energies shipped by plugins."""
 
 import math
+import sys
 
+import joblib
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 import skebm
@@ -21,8 +28,16 @@ from skebm.energies import (
     ResidualEnergy,
 )
 from skebm.utils._sklearn_compat import InvalidParameterError
-from tests.conftest import small_estimator
+from tests.conftest import cuda, small_estimator
+from tests.test_plugins import write_distribution
 from tests.user_energies import NegativeLogDensity, SoftplusFeatureEnergy
+
+
+def quick_estimator(**params):
+    """``small_estimator`` over a one-Gaussian base: the base is not under test
+    here, and it fits in milliseconds where the default BIC search over mixtures
+    takes most of a small fit."""
+    return small_estimator(**{"base": "gaussian", **params})
 
 
 def _perturbed(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -140,7 +155,7 @@ def test_residual_form_is_the_hybrid_of_the_base_and_the_network():
 def test_modules_inside_energy_params_are_not_trained_in_place(moons):
     gaussian = GaussianEnergy(2)
     before = _state(gaussian)
-    est = small_estimator(
+    est = quick_estimator(
         energy="composite",
         energy_params={"energies": [gaussian, ("mlp", {"hidden_layer_sizes": (8,)})]},
         random_state=0,
@@ -152,6 +167,15 @@ def test_modules_inside_energy_params_are_not_trained_in_place(moons):
         not torch.equal(a, b)
         for a, b in zip(est.energy_.energies[0].state_dict().values(), before.values())
     ), "the estimator's own copy of the Gaussian term was trained"
+
+
+def test_set_params_folds_into_energy_params_for_names_classes_and_factories():
+    est = small_estimator(energy="hybrid", energy_params={"mixing": 0.5})
+    est.set_params(energy__learn_mixing=False)
+    assert est.energy_params == {"mixing": 0.5, "learn_mixing": False}
+    est = small_estimator(energy=SoftplusFeatureEnergy, energy_params=None)
+    est.set_params(energy__width=3)
+    assert est.energy_params == {"width": 3}
 
 
 def _two_gaussians(n, rng):
@@ -239,7 +263,7 @@ def test_conv_energy_shape_errors_teach():
     with pytest.raises(ValueError, match="odd"):
         ConvEnergy(64, kernel_size=2)
     with pytest.raises(ValueError, match=r"holds 48 values but the data have 64"):
-        small_estimator(energy="conv", energy_params={"image_shape": (3, 4, 4)}).fit(
+        quick_estimator(energy="conv", energy_params={"image_shape": (3, 4, 4)}).fit(
             np.random.RandomState(0).rand(20, 64)
         )
 
@@ -281,3 +305,124 @@ def test_conv_energy_on_digits_trains_and_samples_rows():
     assert est.score(X_test) > base_only.score(X_test) + 3.0
     samples = est.sample(6, random_state=0)
     assert samples.shape == (6, 64) and np.all(np.isfinite(samples))
+
+
+# -- acceptance: user modules in scikit-learn's machinery -------------------------
+
+
+@pytest.mark.parametrize("form", ["class", "instance"])
+def test_user_module_in_grid_search_with_processes(moons, form):
+    """A user's nn.Module subclass, as class or instance, in GridSearchCV(Pipeline)
+    with n_jobs=2 (loky worker processes import tests.user_energies)."""
+    if form == "class":
+        energy = SoftplusFeatureEnergy
+        est = quick_estimator(energy=energy, energy_params={"width": 4}, random_state=0)
+        grid = {"energydensityestimator__energy__width": [2, 6]}
+    else:
+        energy = SoftplusFeatureEnergy(2, width=4)
+        before, hash_before = _state(energy), joblib.hash(energy)
+        est = quick_estimator(energy=energy, energy_params=None, random_state=0)
+        grid = {"energydensityestimator__energy": [energy, SoftplusFeatureEnergy(2, 6)]}
+    pipe = make_pipeline(StandardScaler(), est)
+    search = GridSearchCV(pipe, grid, cv=2, n_jobs=2).fit(moons)
+    scores = search.cv_results_["mean_test_score"]
+    assert len(scores) == 2 and np.all(np.isfinite(scores))
+    best = search.best_estimator_[-1]
+    assert isinstance(best.energy_, SoftplusFeatureEnergy)
+    widths = (2, 6) if form == "class" else (4, 6)
+    assert best.energy_.hidden.out_features in widths
+    # Fitting the pipeline itself (no clone in between) never trains the
+    # instance passed in.
+    fitted = pipe.fit(moons)
+    if form == "instance":
+        assert fitted[-1].energy is energy and fitted[-1].energy_ is not energy
+        _assert_same_state(energy, before)
+        assert joblib.hash(energy) == hash_before
+    # clone of a fitted estimator is unfitted.
+    unfitted = clone(fitted[-1])
+    assert not hasattr(unfitted, "energy_")
+    with pytest.raises(NotFittedError):
+        check_is_fitted(unfitted)
+    assert np.isfinite(fitted.score(moons))
+
+
+@pytest.mark.slow
+def test_hybrid_estimator_passes_sklearn_checks():
+    """The estimator's own contracts hold with a hybrid energy built by name."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    est = quick_estimator(
+        energy="hybrid", energy_params={"network_params": {"hidden_layer_sizes": (8,)}}
+    )
+    check_estimator(est)
+
+
+# -- plugins -----------------------------------------------------------------------
+
+ENERGY_PLUGIN = """
+    import torch
+    from torch import nn
+
+    import skebm
+
+
+    class RadialEnergy(nn.Module):
+        def __init__(self, n_features, power=2.0):
+            super().__init__()
+            self.power = power
+            self.scale = nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            return self.scale * x.norm(dim=-1) ** self.power * 0.1
+
+
+    @skebm.hookimpl
+    def skebm_register_energies(register):
+        register("radial", RadialEnergy)
+"""
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("SKEBM_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    yield tmp_path
+    sys.modules.pop("skebm_energies_plugin", None)
+
+
+def test_energy_shipped_by_a_plugin_is_found_by_name(site, moons):
+    write_distribution(
+        site,
+        "skebm-energies-toy",
+        "0.2",
+        {"radial": "skebm_energies_plugin"},
+        {"skebm_energies_plugin": ENERGY_PLUGIN},
+    )
+    record = next(c for c in skebm.list_energies() if c.name == "radial")
+    assert (record.distribution, record.version) == ("skebm-energies-toy", "0.2")
+    est = quick_estimator(
+        energy="radial", energy_params={"power": 1.5}, random_state=0
+    ).fit(moons)
+    assert type(est.energy_).__name__ == "RadialEnergy" and est.energy_.power == 1.5
+    assert np.isfinite(est.score(moons))
+    # Composites take plugin energies by name too.
+    composite = CompositeEnergy(2, ["radial", "gaussian"])
+    assert type(composite.energies[0]).__name__ == "RadialEnergy"
+
+
+# -- devices -----------------------------------------------------------------------
+
+
+@cuda
+def test_composite_and_conv_energies_train_on_cuda(moons):
+    X_train, _ = _digits(n_train=200)
+    conv = quick_estimator(
+        energy="conv", energy_params=None, device="cuda", random_state=0
+    ).fit(X_train)
+    assert next(conv.energy_.parameters()).device.type == "cuda"
+    assert conv.sample(3, random_state=0).shape == (3, 64)
+    hybrid = quick_estimator(
+        energy="hybrid", energy_params=None, device="cuda", random_state=0
+    ).fit(moons)
+    assert hybrid.energy_.fixed_weights.device.type == "cuda"
+    assert np.isfinite(hybrid.score(moons))
