@@ -183,9 +183,9 @@ class HybridEnergy(CompositeEnergy):
 
     The analytic term carries a known shape (a Gaussian by default, with
     learnable mean and covariance), the network learns what that shape misses,
-    and the mixing weight ``w`` is learned (one scalar moves faster under Adam
-    than a rescaling of every network weight). :class:`~skebm.energies.MLPEnergy`
-    starts at exactly zero, so an untrained hybrid equals its analytic term.
+    and the mixing weight ``w``, one learnable scalar, sets how much of the
+    network is used. :class:`~skebm.energies.MLPEnergy` starts at exactly zero,
+    so an untrained hybrid equals its analytic term.
 
     This is the residual form ``E - log q`` of the estimator's model with the
     roles generalised: there the "analytic" term is the fitted base density's
