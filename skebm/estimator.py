@@ -298,10 +298,11 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     def set_params(self, **params):
         """Set parameters; ``sampler__step_size=...`` also works for a named sampler.
 
-        When ``energy``, ``loss`` or ``sampler`` is a registered name,
-        ``<name>__<key>=value`` is stored as ``<name>_params[key] = value`` (in a new
-        dict), so ``GridSearchCV`` can search ``sampler__step_size`` whatever form
-        the strategy takes. For instances the usual nested ``set_params`` applies.
+        When ``energy``, ``loss`` or ``sampler`` is a registered name (or the
+        energy a module class or factory), ``<name>__<key>=value`` is stored as
+        ``<name>_params[key] = value`` (in a new dict), so ``GridSearchCV`` can
+        search ``sampler__step_size`` or ``energy__width`` whatever form the
+        component takes. For instances the usual nested ``set_params`` applies.
 
         Returns
         -------
@@ -316,7 +317,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
                 for k in list(params)
                 if k.startswith(prefix)
             }
-            if nested and isinstance(getattr(self, name), str):
+            if nested and _built_from_params(getattr(self, name)):
                 merged = {**(getattr(self, f"{name}_params") or {}), **nested}
                 super().set_params(**{f"{name}_params": merged})
             elif nested:
@@ -718,6 +719,14 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         if device.type != self.device_.type:
             self._train_rng_state = None
         self.device_ = device
+
+
+def _built_from_params(spec) -> bool:
+    """Whether a component is built from its ``*_params`` dict at fit (a name, or
+    an energy class or factory) rather than being an instance."""
+    return isinstance(spec, str) or (
+        callable(spec) and not isinstance(spec, nn.Module | BaseEstimator)
+    )
 
 
 def _map_tensors(value, fn):

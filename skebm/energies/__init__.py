@@ -1,7 +1,17 @@
-"""Energy networks ``E: R^d -> R`` and the residual form ``E - log q``."""
+"""Energies ``E: R^d -> R``: networks, analytic, composite, residual ``E - log q``."""
 
 from skebm.energies.analytic import GaussianEnergy
+from skebm.energies.composite import CompositeEnergy, HybridEnergy
+from skebm.energies.conv import ConvEnergy
 from skebm.energies.mlp import MLPEnergy
 from skebm.energies.residual import ResidualEnergy, as_residual
 
-__all__ = ["GaussianEnergy", "MLPEnergy", "ResidualEnergy", "as_residual"]
+__all__ = [
+    "CompositeEnergy",
+    "ConvEnergy",
+    "GaussianEnergy",
+    "HybridEnergy",
+    "MLPEnergy",
+    "ResidualEnergy",
+    "as_residual",
+]

@@ -1,6 +1,8 @@
 """skebm's built-in energies, registered through the same hook as plugins."""
 
 from skebm.energies.analytic import GaussianEnergy
+from skebm.energies.composite import CompositeEnergy, HybridEnergy
+from skebm.energies.conv import ConvEnergy
 from skebm.energies.mlp import MLPEnergy
 from skebm.hookspecs import hookimpl
 
@@ -9,3 +11,6 @@ from skebm.hookspecs import hookimpl
 def skebm_register_energies(register):
     register("mlp", MLPEnergy)
     register("gaussian", GaussianEnergy)
+    register("composite", CompositeEnergy)
+    register("hybrid", HybridEnergy)
+    register("conv", ConvEnergy)
