@@ -10,13 +10,17 @@ hooks (see :mod:`skebm.hookspecs`).
 from skebm._version import __version__
 from skebm.estimator import EnergyDensityEstimator
 from skebm.hookspecs import hookimpl
+from skebm.outlier import EnergyOutlierDetector
+from skebm.persistence import load
 from skebm.plugins import list_energies, list_losses, list_samplers
 
 __all__ = [
     "EnergyDensityEstimator",
+    "EnergyOutlierDetector",
     "__version__",
     "hookimpl",
     "list_energies",
     "list_losses",
     "list_samplers",
+    "load",
 ]

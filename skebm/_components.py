@@ -20,7 +20,13 @@ from skebm.plugins import get_registry
 from skebm.utils._sklearn_compat import InvalidParameterError
 from skebm.utils._torch import seeded_construction
 
-__all__ = ["build_energy", "resolve_strategy"]
+__all__ = [
+    "build_energy",
+    "check_energy_output",
+    "construct_energy",
+    "describe_energy",
+    "resolve_strategy",
+]
 
 
 def _check_keys(params: dict, valid: list[str], *, owner: str, target: str) -> None:
@@ -92,6 +98,79 @@ def _accepted_keywords(factory) -> list[str] | None:
     return names
 
 
+def construct_energy(spec, params: dict | None, *, n_features: int) -> nn.Module:
+    """Construct the energy named or made by ``spec`` for ``n_features`` inputs.
+
+    ``spec`` is a registered name, an ``nn.Module`` class or a factory
+    ``f(n_features, **params)``; module *instances* are the caller's business
+    (:func:`build_energy` deep-copies them, a
+    :class:`~skebm.energies.CompositeEnergy` holds them). ``params`` is
+    deep-copied first, so a module passed inside it is never trained in place.
+    Misspelled keys get a "Did you mean" error. Uses the global torch RNG for
+    weights, like any module construction; see :func:`build_energy`.
+    """
+    params = copy.deepcopy(dict(params or {}))
+    if isinstance(spec, str):
+        factory = get_registry().get("energy", spec)
+    elif callable(spec) and not isinstance(spec, nn.Module):
+        factory = spec
+    else:
+        raise TypeError(
+            "energy must be a registered name, an nn.Module class or instance, "
+            f"or a factory f(n_features, **energy_params); got {spec!r}."
+        )
+    description = describe_energy(spec)
+    accepted = _accepted_keywords(factory)
+    if accepted is not None:
+        _check_keys(params, accepted, owner="energy_params", target=description)
+    module = factory(n_features, **params)
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"{description} must produce a torch.nn.Module, got "
+            f"{type(module).__name__}."
+        )
+    return module
+
+
+def describe_energy(spec) -> str:
+    """How an energy specification is named in error messages."""
+    if isinstance(spec, nn.Module):
+        return f"the {type(spec).__name__} instance"
+    if isinstance(spec, str):
+        return f"energy={spec!r}"
+    return f"energy={getattr(spec, '__name__', spec)!r}"
+
+
+def check_energy_output(
+    module: nn.Module,
+    *,
+    n_features: int,
+    description: str,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Raise a clear ValueError unless ``module`` maps ``(2, d)`` to ``(2,)``.
+
+    The probe batch is zeros on ``device``/``dtype`` (by default those of the
+    module's first parameter or buffer, else torch's defaults).
+    """
+    reference = next(iter([*module.parameters(), *module.buffers()]), None)
+    if device is None:
+        device = reference.device if reference is not None else torch.device("cpu")
+    if dtype is None:
+        floating = reference is not None and reference.is_floating_point()
+        dtype = reference.dtype if floating else torch.get_default_dtype()
+    with torch.no_grad():
+        probe = module(torch.zeros((2, n_features), device=device, dtype=dtype))
+    if not isinstance(probe, torch.Tensor) or tuple(probe.shape) != (2,):
+        shape = tuple(probe.shape) if isinstance(probe, torch.Tensor) else type(probe)
+        raise ValueError(
+            f"{description} must map a (batch, {n_features}) tensor to a (batch,) "
+            f"tensor of energies; for a batch of 2 it returned {shape}. Squeeze the "
+            "last dimension of a (batch, 1) output."
+        )
+
+
 def build_energy(
     spec,
     params: dict | None,
@@ -103,11 +182,11 @@ def build_energy(
 ) -> nn.Module:
     """Build the energy network for ``n_features`` inputs on ``device``/``dtype``.
 
-    Construction runs with the global torch RNG seeded by ``seed`` and restored
-    afterwards, so weights are reproducible and the caller's RNG is untouched. The
-    output shape is checked on a probe batch.
+    An instance is deep-copied (never trained in place); anything else goes
+    through :func:`construct_energy`, run with the global torch RNG seeded by
+    ``seed`` and restored afterwards, so weights are reproducible and the
+    caller's RNG is untouched. The output shape is checked on a probe batch.
     """
-    params = dict(params or {})
     if isinstance(spec, nn.Module):
         if params:
             raise ValueError(
@@ -115,37 +194,15 @@ def build_energy(
                 "factory; configure the module instance directly."
             )
         module = copy.deepcopy(spec)
-        description = f"the {type(spec).__name__} instance"
     else:
-        if isinstance(spec, str):
-            factory = get_registry().get("energy", spec)
-            description = f"energy={spec!r}"
-        elif callable(spec):
-            factory = spec
-            description = f"energy={getattr(spec, '__name__', spec)!r}"
-        else:
-            raise TypeError(
-                "energy must be a registered name, an nn.Module class or instance, "
-                f"or a factory f(n_features, **energy_params); got {spec!r}."
-            )
-        accepted = _accepted_keywords(factory)
-        if accepted is not None:
-            _check_keys(params, accepted, owner="energy_params", target=description)
         with seeded_construction(seed):
-            module = factory(n_features, **params)
-        if not isinstance(module, nn.Module):
-            raise TypeError(
-                f"{description} must produce a torch.nn.Module, got "
-                f"{type(module).__name__}."
-            )
+            module = construct_energy(spec, params, n_features=n_features)
     module = module.to(device=device, dtype=dtype)
-    with torch.no_grad():
-        probe = module(torch.zeros((2, n_features), device=device, dtype=dtype))
-    if not isinstance(probe, torch.Tensor) or tuple(probe.shape) != (2,):
-        shape = tuple(probe.shape) if isinstance(probe, torch.Tensor) else type(probe)
-        raise ValueError(
-            f"{description} must map a (batch, {n_features}) tensor to a (batch,) "
-            f"tensor of energies; for a batch of 2 it returned {shape}. Squeeze the "
-            "last dimension of a (batch, 1) output."
-        )
+    check_energy_output(
+        module,
+        n_features=n_features,
+        description=describe_energy(spec),
+        device=device,
+        dtype=dtype,
+    )
     return module

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from numbers import Integral, Real
 
@@ -15,19 +16,30 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from skebm._components import build_energy, resolve_strategy
+from skebm._progress import SamplingProgress
 from skebm._training import run_epochs
+from skebm._validation import (
+    check_options,
+    check_standardisation,
+    validate_samples,
+)
 from skebm._version import __version__
+from skebm.acceleration import (
+    AcceleratedSampler,
+    compile_value_and_grad,
+    cuda_graphs_available,
+)
 from skebm.bases import fit_base
 from skebm.energies.residual import ResidualEnergy
 from skebm.exceptions import DeviceWarning, DivergenceError, VersionWarning
 from skebm.losses import BaseLoss
 from skebm.partition import estimate_log_partition
+from skebm.persistence import save as save_estimator
 from skebm.samplers import BaseSampler
 from skebm.utils._sklearn_compat import (
     Interval,
     StrOptions,
     _fit_context,
-    validate_data,
 )
 from skebm.utils._torch import (
     evaluate_in_chunks,
@@ -107,6 +119,10 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         Rows per optimisation step; ``"auto"`` is ``min(256, n_samples)``.
     learning_rate : float, default=1e-3
         Adam's learning rate.
+    max_grad_norm : float or None, default=None
+        Clip the norm of the gradient of all trained parameters (energy and loss
+        state together) to this value before each optimiser step; ``None`` does
+        not clip.
     tol : float or None, default=None
         Stop when the epoch loss has not improved by ``tol`` for
         ``n_iter_no_change`` epochs. ``None`` always runs ``max_iter`` epochs
@@ -119,6 +135,15 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     dtype : {"float32", "float64"}, default="float32"
         Precision of the networks and of training; inputs of any real dtype are
         cast. Results are returned as float64.
+    compile : bool, default=False
+        Opt-in fast path. On CUDA, each training step (the loss with its MCMC,
+        backward and Adam) and each ``sample`` loop are recorded as CUDA graphs and
+        replayed, which removes the launch overhead that dominates small networks
+        (measured 10-17x on an H100). Elsewhere, the energy's value-and-gradient
+        used by every sampler step is compiled with ``torch.compile``. Results match
+        eager mode (bit-identical where the kernels are the same, else to float
+        tolerance). The first epoch and each ``sample`` call pay for capture or
+        compilation.
     warm_start : bool, default=False
         Continue from the fitted energy, optimizer state, loss state (persistent
         chains) and random stream instead of starting anew. The standardisation
@@ -128,7 +153,10 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         global random states are not used. The same int gives the same model on
         the same device.
     verbose : int, default=0
-        ``>= 1`` prints one line per epoch.
+        ``0`` is silent. ``1`` shows a progress bar over the epochs with the
+        current loss (tqdm when installed, else a text bar on stderr), and one over
+        the energy evaluations of :meth:`sample` calls that last more than a
+        second. ``2`` prints a line per epoch and per chunk of samples instead.
 
     Attributes
     ----------
@@ -206,10 +234,12 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             Interval(Integral, 1, None, closed="left"),
         ],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
         "dtype": [StrOptions({"float32", "float64"})],
+        "compile": ["boolean"],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -232,10 +262,12 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         max_iter=200,
         batch_size="auto",
         learning_rate=1e-3,
+        max_grad_norm=None,
         tol=None,
         n_iter_no_change=10,
         device="auto",
         dtype="float32",
+        compile=False,
         warm_start=False,
         random_state=None,
         verbose=0,
@@ -254,10 +286,12 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.max_grad_norm = max_grad_norm
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.device = device
         self.dtype = dtype
+        self.compile = compile
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -267,10 +301,11 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     def set_params(self, **params):
         """Set parameters; ``sampler__step_size=...`` also works for a named sampler.
 
-        When ``energy``, ``loss`` or ``sampler`` is a registered name,
-        ``<name>__<key>=value`` is stored as ``<name>_params[key] = value`` (in a new
-        dict), so ``GridSearchCV`` can search ``sampler__step_size`` whatever form
-        the strategy takes. For instances the usual nested ``set_params`` applies.
+        When ``energy``, ``loss`` or ``sampler`` is a registered name (or the
+        energy a module class or factory), ``<name>__<key>=value`` is stored as
+        ``<name>_params[key] = value`` (in a new dict), so ``GridSearchCV`` can
+        search ``sampler__step_size`` or ``energy__width`` whatever form the
+        component takes. For instances the usual nested ``set_params`` applies.
 
         Returns
         -------
@@ -285,7 +320,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
                 for k in list(params)
                 if k.startswith(prefix)
             }
-            if nested and isinstance(getattr(self, name), str):
+            if nested and _built_from_params(getattr(self, name)):
                 merged = {**(getattr(self, f"{name}_params") or {}), **nested}
                 super().set_params(**{f"{name}_params": merged})
             elif nested:
@@ -340,9 +375,8 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
 
     def _fit(self, X, *, n_epochs: int, incremental: bool):
         first = not hasattr(self, "energy_") or not (self.warm_start or incremental)
-        X = validate_data(
-            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=first
-        )
+        check_options(self)
+        X = validate_samples(self, X, reset=first, ensure_min_samples=2)
         if first:
             self._initialize(X)
         else:
@@ -396,8 +430,11 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         )
         self.device_ = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype)
-        self.mean_ = X.mean(axis=0, dtype=np.float64)
-        scale = X.std(axis=0, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            mean = X.mean(axis=0, dtype=np.float64)
+            scale = X.std(axis=0, dtype=np.float64)
+        check_standardisation(mean, scale)
+        self.mean_ = mean
         self.scale_ = np.where(
             scale > 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(self.mean_)),
             scale,
@@ -463,7 +500,11 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         params = list(self.energy_.parameters())
         if self._loss_state is not None:
             params += list(self._loss_state.parameters())
-        optimizer = torch.optim.Adam(params, lr=self.learning_rate)
+        model = self._model()
+        capture = self.compile and cuda_graphs_available(self.device_)
+        if self.compile and not capture:
+            model.value_and_grad = compile_value_and_grad(model)
+        optimizer = torch.optim.Adam(params, lr=self.learning_rate, capturable=capture)
         if self._optimizer_state is not None:
             optimizer.load_state_dict(self._optimizer_state)
             for group in optimizer.param_groups:
@@ -474,7 +515,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         else:
             generator.set_state(self._train_rng_state)
         result = run_epochs(
-            model=self._model(),
+            model=model,
             loss=self.loss_,
             sampler=self.sampler_,
             loss_state=self._loss_state,
@@ -483,12 +524,14 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             batch_size=self._batch_size(Z.shape[0]),
             n_epochs=n_epochs,
             generator=generator,
+            max_grad_norm=self.max_grad_norm,
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
             best_loss=min(self.loss_curve_, default=float("inf")),
             verbose=self.verbose,
             first_epoch=len(self.loss_curve_) + 1,
             name=type(self).__name__,
+            capture=capture,
         )
         self.loss_curve_ = [*self.loss_curve_, *result.losses]
         self._optimizer_state = optimizer.state_dict()
@@ -510,7 +553,10 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
 
         ``log p(x) = log q(z) - E(z) - log_partition_ - Σ log scale_`` with
         ``z = (x - mean_) / scale_``. Deterministic: no randomness is used and a
-        row's value does not depend on the rows passed with it.
+        row's value does not depend on the rows passed with it. Rows so far from
+        the data that their log-density is below the floating-point range (``z``
+        beyond ``sqrt`` of the largest float of ``dtype``, about 1.8e19 for
+        float32) get ``-inf``; the result is never NaN.
 
         Parameters
         ----------
@@ -521,13 +567,22 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         log_density : ndarray of shape (n_samples,), float64
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        X = validate_samples(self, X, reset=False)
         model = self._model()
+        dtype = self._dtype()
+        # Beyond sqrt(max float) the base's -|z|²/2 overflows: the density
+        # underflows to zero there, so those rows get -inf (never NaN).
+        limit = math.sqrt(torch.finfo(dtype).max)
+
+        def log_density(z):
+            return torch.where(z.abs().amax(-1) > limit, -math.inf, -model(z))
+
+        def standardise(rows):
+            with np.errstate(over="ignore"):
+                return (rows - self.mean_) / self.scale_
+
         unnormalised = evaluate_in_chunks(
-            lambda z: -model(z),
-            (X - self.mean_) / self.scale_,
-            device=self.device_,
-            dtype=self._dtype(),
+            log_density, X, device=self.device_, dtype=dtype, transform=standardise
         )
         return unnormalised - self.log_partition_ - np.log(self.scale_).sum()
 
@@ -575,21 +630,54 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         rng = check_random_state(random_state)
         generator = make_generator(self.device_, new_seed(rng))
         model = self._model()
+        fast = None
+        if self.compile:
+            graphs = cuda_graphs_available(self.device_)
+            fast = AcceleratedSampler(self.sampler_, model, compile=not graphs)
         out = np.empty((int(n_samples), self.n_features_in_), dtype=np.float64)
-        with frozen_parameters(model):
+        progress = SamplingProgress(
+            name=type(self).__name__,
+            n_chunks=-(-n_samples // SAMPLE_CHUNK),
+            verbose=self.verbose,
+        )
+        with frozen_parameters(model), progress:
             for start in range(0, n_samples, SAMPLE_CHUNK):
                 size = min(SAMPLE_CHUNK, n_samples - start)
                 z = self.base_.sample(size, generator=generator)
-                z = self.sampler_.sample(
-                    model, z, n_steps=self.sample_steps, generator=generator
-                )
-                out[start : start + size] = z.to("cpu", torch.float64).numpy()
-        return out * self.scale_ + self.mean_
+                if fast is None:
+                    z = self.sampler_.sample(
+                        progress.wrap(model),
+                        z,
+                        n_steps=self.sample_steps,
+                        generator=generator,
+                    )
+                else:  # a captured or compiled loop: progress counts chunks
+                    z = fast.sample(z, n_steps=self.sample_steps, generator=generator)
+                rows = z.to("cpu", torch.float64).numpy()
+                out[start : start + size] = rows * self.scale_ + self.mean_
+                progress.chunk_done(size)
+        return out
 
     # -- persistence ---------------------------------------------------------------
 
+    def save(self, path):
+        """Write the estimator to ``path`` in skebm's safe format.
+
+        Parameters go to JSON and tensors to a ``torch.save`` file that
+        :func:`skebm.load` reads with ``weights_only=True``, so loading the file
+        runs no code from it. Strategies and energies are stored by registered
+        name; parameters that cannot be (lambdas, unregistered classes) raise
+        :class:`~skebm.exceptions.UnsafeToSaveError`: use pickle or joblib for
+        those. See :mod:`skebm.persistence`.
+
+        Parameters
+        ----------
+        path : str or path-like
+        """
+        save_estimator(self, path)
+
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: pickling must not add keys
         state["_skebm_version"] = __version__
         device = state.get("device_")
         if device is not None and device.type != "cpu":
@@ -634,6 +722,14 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         if device.type != self.device_.type:
             self._train_rng_state = None
         self.device_ = device
+
+
+def _built_from_params(spec) -> bool:
+    """Whether a component is built from its ``*_params`` dict at fit (a name, or
+    an energy class or factory) rather than being an instance."""
+    return isinstance(spec, str) or (
+        callable(spec) and not isinstance(spec, nn.Module | BaseEstimator)
+    )
 
 
 def _map_tensors(value, fn):

@@ -11,6 +11,7 @@ __all__ = [
     "PluginWarning",
     "SkebmWarning",
     "UnknownComponentError",
+    "UnsafeToSaveError",
     "VersionWarning",
 ]
 
@@ -45,6 +46,11 @@ class UnknownComponentError(ValueError):
 
 class AmbiguousComponentError(ValueError):
     """Several plugins registered the requested name; a qualified name is needed."""
+
+
+class UnsafeToSaveError(TypeError):
+    """``save`` met a parameter it cannot store without pickling code (a lambda,
+    an unregistered class, a module instance); pickle or joblib can store it."""
 
 
 class PluginLoadError(RuntimeError):

@@ -18,6 +18,12 @@ Every hook receives a ``register(name, component)`` callback and is called once,
 lazily, when the registry is first needed. An implementation may accept fewer
 arguments than the specification lists, so new arguments can be added later without
 breaking plugins. skebm's own components are registered through these same hooks.
+
+The README's "Writing a plugin" walks through a whole plugin package, and
+:func:`skebm.utils.estimator_checks.check_sampler` /
+:func:`~skebm.utils.estimator_checks.check_loss` (or
+:func:`~skebm.utils.estimator_checks.parametrize_with_plugin_checks` in pytest)
+verify that a strategy keeps skebm's contract.
 """
 
 import pluggy

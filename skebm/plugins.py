@@ -16,7 +16,8 @@ version and error, while every other plugin still loads. Environment variables:
 ``SKEBM_STRICT_PLUGINS=1``
     raise :class:`~skebm.exceptions.PluginLoadError` instead of warning;
 ``SKEBM_TRACE_PLUGINS=1``
-    print every hook call to stderr.
+    print every entry point loaded and every hook call, with what it
+    registered, to stderr.
 
 Name collisions are never silent. Built-in names are reserved: a plugin component
 with a built-in's name is reachable only by its qualified name
@@ -116,11 +117,12 @@ class Component:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serialisable description."""
         cls = self.cls
+        qualname = getattr(cls, "__qualname__", None)
         return {
             "kind": self.kind,
             "name": self.name,
             "qualified_name": self.qualified_name,
-            "class": f"{cls.__module__}.{cls.__qualname__}",
+            "class": f"{cls.__module__}.{qualname}" if qualname else repr(cls),
             "plugin": self.plugin,
             "distribution": self.distribution,
             "version": self.version,
@@ -158,6 +160,11 @@ class PluginInfo:
         dist = self.distribution or self.name
         version = f" {self.version}" if self.version else ""
         return f"{dist}{version} ({self.error})"
+
+    def _origin(self) -> str:
+        """``'name' (distribution version)``, for messages."""
+        where = " ".join(str(p) for p in (self.distribution, self.version) if p)
+        return f"{self.name!r} ({where})"
 
 
 def _env_flag(name: str) -> bool:
@@ -227,10 +234,10 @@ class Registry:
             if allowlist is None
             else {_normalise(a.strip()) for a in allowlist if a.strip()}
         )
+        self.trace = _env_flag("SKEBM_TRACE_PLUGINS")
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
-        if _env_flag("SKEBM_TRACE_PLUGINS"):
-            self._pm.add_hookcall_monitoring(_trace_before, _trace_after)
+        self._warned: set[str] = set()
         self._plugins: dict[str, PluginInfo] = {}
         self._index: dict[str, dict[str, list[Component]]] | None = None
         for module_name in BUILTIN_PLUGINS:
@@ -276,14 +283,19 @@ class Registry:
 
     def _load_entry_points(self) -> None:
         seen: dict[str, str] = {}
+        installed: list[str] = []
+        allowed: set[str] = set()
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else ep.name
             version = dist.version if dist is not None else None
-            if self.allowlist is not None and not (
-                {_normalise(ep.name), _normalise(dist_name)} & self.allowlist
-            ):
-                continue
+            installed.append(f"{ep.name} ({dist_name})")
+            names = {_normalise(ep.name), _normalise(dist_name)}
+            if self.allowlist is not None:
+                allowed |= names & self.allowlist
+                if not names & self.allowlist:
+                    self._trace(f"skipping entry point {ep.name!r}: not allowlisted")
+                    continue
             info = PluginInfo(ep.name, dist_name, version, "loaded")
             if ep.name in seen:
                 self._warn(
@@ -293,12 +305,22 @@ class Registry:
                     f"('<distribution>:<name>')."
                 )
             seen.setdefault(ep.name, dist_name)
+            self._trace(f"loading entry point {ep.name!r} of {dist_name} {version}")
+            key = f"{dist_name}/{ep.name}"
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not break skebm
+                self._plugins[key] = info  # listed, with its error
                 self._fail(info, exc, "failed to import")
                 continue
-            self._register(plugin, key=f"{dist_name}/{ep.name}", info=info)
+            self._register(plugin, key=key, info=info)
+        unmatched = sorted((self.allowlist or set()) - allowed)
+        if unmatched:
+            self._warn(
+                f"SKEBM_LOAD_PLUGINS names {', '.join(map(repr, unmatched))}, which "
+                "matches no installed skebm plugin. Installed entry points: "
+                f"{', '.join(installed) or 'none'}."
+            )
 
     def _register(self, plugin: Any, *, key: str, info: PluginInfo) -> None:
         self._plugins[key] = info
@@ -310,6 +332,18 @@ class Registry:
             return
         callers = self._pm.get_hookcallers(plugin) or []
         info.hooks = sorted(caller.name for caller in callers)
+        if not callers and info.status != "builtin":
+            unmarked = [h for h, _ in KINDS.values() if hasattr(plugin, h)]
+            hint = (
+                f"{unmarked[0]} is defined but not marked with @skebm.hookimpl"
+                if unmarked
+                else "mark its hook functions with @skebm.hookimpl, e.g. "
+                "def skebm_register_samplers(register)"
+            )
+            self._warn(
+                f"skebm plugin {info._origin()} implements no skebm hook, so it "
+                f"registers nothing: {hint}."
+            )
         for caller in callers:
             if caller.spec is None:
                 hint = difflib.get_close_matches(
@@ -317,27 +351,33 @@ class Registry:
                 )
                 suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
                 self._warn(
-                    f"skebm plugin {info.name!r} ({info.distribution} "
-                    f"{info.version}) implements unknown hook {caller.name!r}; it "
-                    f"will never be called.{suggestion}"
+                    f"skebm plugin {info._origin()} implements unknown hook "
+                    f"{caller.name!r}; it will never be called.{suggestion}"
                 )
 
     def _fail(self, info: PluginInfo, exc: BaseException, what: str) -> None:
         info.status = "failed"
-        info.error = f"{type(exc).__name__}: {exc}"
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        info.error = f"{type(exc).__name__}: {'; '.join(lines)}"
         message = (
-            f"skebm plugin {info.name!r} ({info.distribution} {info.version}) {what}: "
-            f"{info.error}. Other plugins are unaffected; set SKEBM_STRICT_PLUGINS=1 "
-            "to raise instead."
+            f"skebm plugin {info._origin()} {what}: {info.error}. Other plugins are "
+            "unaffected; set SKEBM_STRICT_PLUGINS=1 to raise instead."
         )
         if self.strict:
             raise PluginLoadError(message) from exc
         warnings.warn(message, PluginWarning, stacklevel=4)
 
     def _warn(self, message: str) -> None:
+        """Warn once per message (or raise in strict mode)."""
         if self.strict:
             raise PluginLoadError(message)
-        warnings.warn(message, PluginWarning, stacklevel=4)
+        if message not in self._warned:
+            self._warned.add(message)
+            warnings.warn(message, PluginWarning, stacklevel=4)
+
+    def _trace(self, message: str) -> None:
+        if self.trace:
+            print(f"[skebm plugins] {message}", file=sys.stderr)
 
     # -- components ----------------------------------------------------------------
 
@@ -361,6 +401,10 @@ class Registry:
                 except Exception as exc:
                     self._fail(info, exc, f"raised in {hook_name}")
                     continue
+                self._trace(
+                    f"{hook_name} of {info.name!r} ({info.distribution}) registered "
+                    f"{[name for name, _ in calls]}"
+                )
                 for name, component in calls:
                     if self._valid(kind, name, component, info):
                         collected.append(
@@ -425,8 +469,8 @@ class Registry:
         if problem is None:
             return True
         self._warn(
-            f"skebm plugin {info.name!r} ({info.distribution} {info.version}) tried "
-            f"to register {kind} {name!r}, which was rejected: {problem}."
+            f"skebm plugin {info._origin()} tried to register {kind} {name!r}, "
+            f"which was rejected: {problem}."
         )
         return False
 
@@ -511,15 +555,6 @@ class Registry:
         """Every plugin seen, built-ins first, with status and errors."""
         self._collect()
         return list(self._plugins.values())
-
-
-def _trace_before(hook_name, hook_impls, kwargs):
-    names = [impl.plugin_name for impl in hook_impls]
-    print(f"[skebm] calling {hook_name} on {names}", file=sys.stderr)
-
-
-def _trace_after(outcome, hook_name, hook_impls, kwargs):
-    print(f"[skebm] {hook_name} done", file=sys.stderr)
 
 
 _REGISTRY: Registry | None = None

@@ -20,7 +20,6 @@ def demo(tmp_path_factory):
 
 def test_demo_beats_cross_validated_kde(demo):
     assert demo["ebm"] > demo["kde"], demo
-    assert demo["fit_seconds"] < 120
 
 
 def test_demo_writes_its_figure(demo):

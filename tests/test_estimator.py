@@ -274,7 +274,7 @@ def test_tol_stops_early_and_warns_when_not_reached(moons):
 
 
 def test_verbose_prints_one_line_per_epoch(moons, capsys):
-    small_estimator(max_iter=2, verbose=1, random_state=0).fit(moons)
+    small_estimator(max_iter=2, verbose=2, random_state=0).fit(moons)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("[EnergyDensityEstimator] epoch 1")
 

@@ -351,3 +351,227 @@ def test_loading_is_lazy(site):
         check=True,
     )
     assert out.stdout.strip() == "ok"
+
+
+# -- messages -----------------------------------------------------------------------
+
+
+def test_unknown_name_lists_what_is_available_and_what_failed():
+    class Broken:
+        @staticmethod
+        @skebm.hookimpl
+        def skebm_register_samplers(register):
+            raise RuntimeError("boom")
+
+    registry = Registry(load_entry_points=False)
+    registry.add_plugin(
+        _plugin("skebm_register_samplers", ("toy", ToySampler)),
+        "toy-plugin",
+        distribution="skebm-toy",
+        version="1.2",
+    )
+    registry.add_plugin(Broken(), "broken", distribution="skebm-broken", version="0.1")
+    with pytest.warns(PluginWarning, match="boom"):
+        registry.components("sampler")
+    with pytest.raises(UnknownComponentError) as info:
+        registry.get("sampler", "tyo")
+    message = str(info.value)
+    assert message.startswith("Unknown sampler 'tyo'. Available samplers: ")
+    assert f"'langevin' (skebm {skebm.__version__})" in message
+    assert "'toy' (skebm-toy 1.2)" in message
+    assert "Did you mean 'toy'?" in message
+    assert (
+        "Plugins that failed to load: skebm-broken 0.1 (RuntimeError: boom)" in message
+    )
+
+
+def test_unknown_qualified_name_is_reported():
+    with pytest.raises(UnknownComponentError, match="Unknown loss 'other:nce'"):
+        Registry(load_entry_points=False).get("loss", "other:nce")
+
+
+def test_estimator_reports_ambiguous_names_and_accepts_qualified_ones(moons):
+    from tests.conftest import small_estimator
+
+    registry = get_registry()
+    registry.add_plugin(
+        _plugin("skebm_register_samplers", ("toy", ToySampler)), "dist-a", version="1"
+    )
+    registry.add_plugin(
+        _plugin("skebm_register_samplers", ("toy", OtherToySampler)),
+        "dist-b",
+        version="2",
+    )
+    with pytest.raises(AmbiguousComponentError) as info:
+        small_estimator(sampler="toy").fit(moons)
+    assert str(info.value) == (
+        "The sampler name 'toy' is registered by several plugins: 'dist-a:toy' "
+        "(dist-a 1), 'dist-b:toy' (dist-b 2). Pass one of these qualified names "
+        "instead."
+    )
+    est = small_estimator(sampler="dist-b:toy", random_state=0).fit(moons)
+    assert type(est.sampler_) is OtherToySampler
+
+
+def test_plugin_without_marked_hooks_is_reported():
+    class Unmarked:
+        @staticmethod
+        def skebm_register_samplers(register):
+            register("toy", ToySampler)
+
+    with pytest.warns(
+        PluginWarning,
+        match="implements no skebm hook.*skebm_register_samplers is defined but "
+        "not marked with @skebm.hookimpl",
+    ):
+        Registry(load_entry_points=False).add_plugin(Unmarked(), "unmarked")
+
+
+def test_hook_with_wrong_arguments_is_reported():
+    class WrongArguments:
+        @staticmethod
+        @skebm.hookimpl
+        def skebm_register_samplers(add):
+            add("toy", ToySampler)
+
+    with pytest.warns(
+        PluginWarning,
+        match=r"could not be registered: PluginValidationError: "
+        r".*Argument\(s\) \{'add'\} are declared in the hookimpl",
+    ):
+        Registry(load_entry_points=False).add_plugin(WrongArguments(), "wrong")
+
+
+def test_a_repeated_problem_warns_once():
+    registry = Registry(load_entry_points=False)
+    registry.add_plugin(
+        _plugin("skebm_register_samplers", ("langevin", ToySampler)), "squatter"
+    )
+    with pytest.warns(PluginWarning) as record:
+        registry.components("sampler")
+        registry.add_plugin(
+            _plugin("skebm_register_losses", ("toy-loss", NoiseContrastiveEstimation)),
+            "other",
+        )
+        registry.components("sampler")
+    assert len(record) == 1
+
+
+# -- broken packages beside working ones (entry points) ------------------------------
+
+
+def _install_good_and_broken(site):
+    write_distribution(
+        site,
+        "skebm-good",
+        "1.0",
+        {"good": "skebm_good_plugin"},
+        {"skebm_good_plugin": GOOD_PLUGIN},
+    )
+    write_distribution(
+        site,
+        "skebm-broken",
+        "0.3",
+        {"broken": "skebm_broken_plugin"},
+        {"skebm_broken_plugin": "raise ImportError('missing dep')"},
+    )
+
+
+def test_a_fit_with_a_working_plugin_survives_a_broken_one(site, moons):
+    from tests.conftest import small_estimator
+
+    _install_good_and_broken(site)
+    with pytest.warns(PluginWarning) as record:
+        est = small_estimator(sampler="good", random_state=0).fit(moons)
+    assert [str(w.message) for w in record] == [
+        "skebm plugin 'broken' (skebm-broken 0.3) failed to import: ImportError: "
+        "missing dep. Other plugins are unaffected; set SKEBM_STRICT_PLUGINS=1 to "
+        "raise instead."
+    ]
+    assert type(est.sampler_).__name__ == "GoodSampler"
+    assert est.sample(5, random_state=0).shape == (5, 2)
+
+
+def test_strict_mode_makes_the_fit_raise(site, monkeypatch, moons):
+    from tests.conftest import small_estimator
+
+    _install_good_and_broken(site)
+    monkeypatch.setenv("SKEBM_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginLoadError, match=r"'broken' \(skebm-broken 0.3\)"):
+        small_estimator(sampler="good").fit(moons)
+
+
+def test_allowlist_naming_nothing_installed_is_reported(site, monkeypatch):
+    _install_good_and_broken(site)
+    monkeypatch.setenv("SKEBM_LOAD_PLUGINS", "skebm-god")
+    with pytest.warns(
+        PluginWarning,
+        match=r"SKEBM_LOAD_PLUGINS names 'skebm-god', which matches no installed "
+        r"skebm plugin\. Installed entry points: .*good \(skebm-good\)",
+    ):
+        get_registry()
+
+
+def test_trace_prints_loading_and_registration(site, monkeypatch, capsys):
+    write_distribution(
+        site,
+        "skebm-good",
+        "1.0",
+        {"good": "skebm_good_plugin"},
+        {"skebm_good_plugin": GOOD_PLUGIN},
+    )
+    monkeypatch.setenv("SKEBM_TRACE_PLUGINS", "1")
+    get_registry().get("sampler", "good")
+    err = capsys.readouterr().err
+    assert "[skebm plugins] loading entry point 'good' of skebm-good 1.0" in err
+    assert (
+        "[skebm plugins] skebm_register_samplers of 'good' (skebm-good) "
+        "registered ['good']" in err
+    )
+
+
+# -- python -m skebm plugins ----------------------------------------------------------
+
+
+def test_cli_lists_plugins_versions_and_failures(site, capsys):
+    import json
+
+    from skebm.__main__ import main
+
+    _install_good_and_broken(site)
+    with pytest.warns(PluginWarning, match="skebm-broken"):
+        assert main(["plugins"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    plugins = {p["distribution"]: p for p in listing["plugins"]}
+    assert plugins["skebm-good"]["version"] == "1.0"
+    assert plugins["skebm-good"]["status"] == "loaded"
+    assert plugins["skebm-good"]["components"] == ["sampler:good"]
+    assert plugins["skebm-broken"]["status"] == "failed"
+    assert plugins["skebm-broken"]["error"] == "ImportError: missing dep"
+    assert "skebm" not in plugins  # built-ins only with --all
+    good = next(c for c in listing["components"] if c["name"] == "good")
+    assert good["class"] == "skebm_good_plugin.GoodSampler"
+    assert good["qualified_name"] == "skebm-good:good"
+
+
+def test_cli_all_includes_builtins(capsys):
+    import json
+
+    from skebm.__main__ import main
+
+    assert main(["plugins", "--all"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert {p["status"] for p in listing["plugins"]} == {"builtin"}
+    names = {(c["kind"], c["name"]) for c in listing["components"]}
+    assert {("sampler", "langevin"), ("loss", "nce"), ("energy", "mlp")} <= names
+
+
+def test_unknown_name_lists_plugins_that_failed_to_import(site):
+    _install_good_and_broken(site)
+    with pytest.warns(PluginWarning, match="skebm-broken"):
+        registry = Registry()
+    with pytest.raises(UnknownComponentError) as info:
+        registry.get("loss", "no-such-loss")
+    assert str(info.value).endswith(
+        "Plugins that failed to load: skebm-broken 0.3 (ImportError: missing dep)."
+    )

@@ -89,7 +89,9 @@ def test_sampler_contract(sampler, dtype):
     assert torch.equal(a, b)
     assert torch.equal(rng_state, torch.random.get_rng_state())
     assert torch.equal(x0, torch.zeros(16, 2, dtype=dtype))
-    assert torch.equal(sampler.sample(energy, x0, n_steps=0), x0)
+    unchanged = sampler.sample(energy, x0, n_steps=0)
+    assert torch.equal(unchanged, x0)
+    assert unchanged.data_ptr() != x0.data_ptr()  # a copy, never an alias
 
 
 def test_sampler_freezes_and_restores_parameters():

@@ -6,6 +6,8 @@ from skebm.energies.analytic import (
     GaussianMixtureEnergy,
     RosenbrockEnergy,
 )
+from skebm.energies.composite import CompositeEnergy, HybridEnergy
+from skebm.energies.conv import ConvEnergy
 from skebm.energies.mlp import MLPEnergy
 from skebm.hookspecs import hookimpl
 
@@ -17,3 +19,6 @@ def skebm_register_energies(register):
     register("gaussian_mixture", GaussianMixtureEnergy)
     register("double_well", DoubleWellEnergy)
     register("rosenbrock", RosenbrockEnergy)
+    register("composite", CompositeEnergy)
+    register("hybrid", HybridEnergy)
+    register("conv", ConvEnergy)

@@ -16,13 +16,18 @@ __all__ = ["BaseSampler", "energy_and_grad"]
 def energy_and_grad(energy, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``E(x)`` and ``∇ₓE(x)`` for a batch, both detached.
 
-    Only the gradient with respect to ``x`` is computed (``autograd.grad`` on
-    ``E(x).sum()``), never parameter gradients.
+    An energy may provide its own ``value_and_grad(x) -> (E(x), ∇ₓE(x))`` attribute (a
+    compiled one from :func:`skebm.acceleration.compile_value_and_grad`, or a closed
+    form); it is used when present. Otherwise only the gradient with respect to ``x``
+    is computed (a vector-Jacobian product with ones), never parameter gradients.
     """
+    fast = getattr(energy, "value_and_grad", None)
+    if fast is not None:
+        return fast(x)
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         value = energy(x)
-        (grad,) = torch.autograd.grad(value.sum(), x)
+        (grad,) = torch.autograd.grad(value, x, grad_outputs=torch.ones_like(value))
     return value.detach(), grad
 
 
@@ -90,8 +95,9 @@ class BaseSampler(BaseEstimator):
         self._validate_params()
         module = energy if isinstance(energy, nn.Module) else None
         with frozen_parameters(module):
+            # A copy: callers may modify the result, and n_steps=0 returns it as is.
             x, info = self._run(
-                energy, x0.detach(), n_steps=int(n_steps), generator=generator
+                energy, x0.detach().clone(), n_steps=int(n_steps), generator=generator
             )
         return (x, info) if return_info else x
 

@@ -55,15 +55,21 @@ class Langevin(BaseSampler):
             step = schedule_value(self.step_size, t, n_steps)
             noise = schedule_value(self.noise_scale, t, n_steps) * math.sqrt(2 * step)
             _, grad = energy_and_grad(energy, x)
-            x = x - step * grad + noise * self._noise(x, generator)
+            # Two fused kernels (plus the noise) instead of four.
+            x = torch.add(x, grad, alpha=-step).add_(
+                self._noise(x, generator), alpha=noise
+            )
         return x, {}
 
 
 def mala_proposal(x, grad, step, generator):
     """A Langevin proposal ``x - ε∇E + sqrt(2ε)ξ``; returns it and the noise ``ξ``."""
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    std = torch.sqrt(2 * step) if torch.is_tensor(step) else math.sqrt(2 * step)
-    return x - step * grad + std * noise, noise
+    if torch.is_tensor(step):  # per-chain steps of shape (n, 1)
+        proposal = torch.addcmul(x, step, grad, value=-1.0)
+        return proposal.addcmul_(torch.sqrt(2 * step), noise), noise
+    proposal = torch.add(x, grad, alpha=-step)
+    return proposal.add_(noise, alpha=math.sqrt(2 * step)), noise
 
 
 def mala_accept(x, proposal, noise, value, value_p, grad_p, step, generator):

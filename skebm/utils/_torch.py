@@ -153,12 +153,14 @@ def evaluate_in_chunks(
     device: torch.device,
     dtype: torch.dtype,
     chunk: int = INFERENCE_CHUNK,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Apply ``fn`` row-wise to ``Z`` in fixed-size, zero-padded chunks.
 
     Every call of ``fn`` sees exactly ``chunk`` rows, so the result for one row is
     bit-identical whatever rows are evaluated with it (the same GEMM shapes run every
-    time). Memory is bounded by one chunk.
+    time). ``transform`` (e.g. standardisation) is applied to each chunk of ``Z``
+    before it is evaluated. Memory beyond the output is bounded by one chunk.
 
     Returns
     -------
@@ -171,9 +173,8 @@ def evaluate_in_chunks(
         for start in range(0, n_rows, chunk):
             stop = min(start + chunk, n_rows)
             buffer.zero_()
-            buffer[: stop - start] = torch.as_tensor(Z[start:stop], dtype=dtype).to(
-                device
-            )
+            rows = Z[start:stop] if transform is None else transform(Z[start:stop])
+            buffer[: stop - start] = torch.as_tensor(rows, dtype=dtype).to(device)
             values = fn(buffer)[: stop - start]
             out[start:stop] = values.to("cpu", torch.float64).numpy()
     return out

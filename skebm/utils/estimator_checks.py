@@ -1,16 +1,23 @@
-"""Checks of the density-estimator contract that scikit-learn's suite does not make.
+"""Checks for plugin authors: strategy contracts and the density-estimator contract.
 
-scikit-learn's ``check_estimator`` never calls ``sample`` and only compares
-``predict``-like methods for determinism, pickling and side effects, so a density
-estimator can pass it while being non-reproducible or unnormalised. These checks
-cover that ground; plugin authors run them on an estimator built with their
-strategy::
+**The author kit.** :func:`check_sampler` and :func:`check_loss` verify that a
+sampler or a loss keeps skebm's strategy contract (shapes, device and dtype,
+generator-only randomness, statelessness, ``clone``), that it is statistically
+right on a Gaussian target, and that an :class:`~skebm.EnergyDensityEstimator`
+built with it passes scikit-learn's estimator checks and skebm's density checks.
+In a pytest suite, :func:`parametrize_with_plugin_checks` makes each check a
+separate test::
 
-    from skebm.utils.estimator_checks import parametrize_with_density_checks
+    from skebm.utils.estimator_checks import parametrize_with_plugin_checks
 
-    @parametrize_with_density_checks([EnergyDensityEstimator(sampler=MySampler())])
-    def test_density_contract(estimator, check):
-        check(estimator)
+    @parametrize_with_plugin_checks([MySampler(), MySampler(step_size=0.1)])
+    def test_skebm_contract(subject, check):
+        check(subject)
+
+**Density checks.** scikit-learn's ``check_estimator`` never calls ``sample`` and
+only compares ``predict``-like methods for determinism, pickling and side effects,
+so a density estimator can pass it while being non-reproducible or unnormalised.
+The density checks cover that ground (:func:`parametrize_with_density_checks`).
 """
 
 from __future__ import annotations
@@ -18,24 +25,58 @@ from __future__ import annotations
 import pickle
 import re
 from collections.abc import Callable, Iterator
+from functools import partial
+from unittest import SkipTest
 
 import numpy as np
 from joblib import hash as joblib_hash
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.utils.estimator_checks import estimator_checks_generator
+
+from skebm.losses import BaseLoss
+from skebm.samplers import BaseSampler
+from skebm.utils._strategy_checks import (
+    check_loss_fits_gaussian,
+    check_loss_in_estimator,
+    check_loss_output,
+    check_loss_reproducibility,
+    check_sampler_gaussian_moments,
+    check_sampler_in_estimator,
+    check_sampler_output,
+    check_sampler_reproducibility,
+    check_strategy_parameters,
+    kit_estimator,
+    strategy_checks,
+)
 
 __all__ = [
     "check_density_integrates_to_one",
     "check_fit_is_deterministic",
+    "check_loss",
+    "check_loss_fits_gaussian",
+    "check_loss_in_estimator",
+    "check_loss_output",
+    "check_loss_reproducibility",
     "check_methods_leave_state_unchanged",
     "check_non_finite_input_raises",
     "check_partial_fit_returns_self",
     "check_pickle_round_trip",
     "check_sample_arguments",
     "check_sample_is_reproducible",
+    "check_sampler",
+    "check_sampler_gaussian_moments",
+    "check_sampler_in_estimator",
+    "check_sampler_output",
+    "check_sampler_reproducibility",
+    "check_strategy_parameters",
     "check_unfitted_methods_raise",
     "density_checks",
+    "kit_estimator",
     "parametrize_with_density_checks",
+    "parametrize_with_plugin_checks",
+    "plugin_checks",
+    "strategy_checks",
 ]
 
 
@@ -203,3 +244,225 @@ def parametrize_with_density_checks(estimators):
     pairs = [(est, check) for est in estimators for check in density_checks(est)]
     ids = [f"{_compact_repr(est)}-{check.__name__}" for est, check in pairs]
     return pytest.mark.parametrize("estimator, check", pairs, ids=ids)
+
+
+# -- the author kit ---------------------------------------------------------------
+
+
+def plugin_checks(
+    strategy,
+    *,
+    n_steps: int = 500,
+    n_epochs: int = 30,
+    sampler=None,
+    estimator_params: dict | None = None,
+    sklearn_checks: bool = True,
+) -> Iterator[tuple[object, Callable]]:
+    """Yield ``(subject, check)`` pairs verifying a sampler or a loss.
+
+    The strategy's own contract checks (subject: the strategy), then
+    scikit-learn's estimator checks and skebm's density checks (subject: an
+    :class:`~skebm.EnergyDensityEstimator` built with the strategy by
+    :func:`kit_estimator`). Run one with ``check(subject)``.
+
+    Parameters
+    ----------
+    strategy : BaseSampler or BaseLoss
+        An instance, configured as it should be checked.
+    n_steps : int, default=500
+        Samplers: steps of the Gaussian check (raise it for slowly mixing
+        samplers).
+    n_epochs : int, default=30
+        Losses: training epochs of the Gaussian check.
+    sampler : BaseSampler, default=None
+        Losses: the sampler given to a loss that needs one (``None``: an exact
+        MALA with step 0.05).
+    estimator_params : dict, default=None
+        Parameters of the estimator used by scikit-learn's and the density
+        checks, overriding the small default configuration.
+    sklearn_checks : bool, default=True
+        Include scikit-learn's estimator checks (about 40 fits).
+
+    Examples
+    --------
+    >>> from skebm.losses import NoiseContrastiveEstimation
+    >>> from skebm.utils.estimator_checks import plugin_checks
+    >>> pairs = list(plugin_checks(NoiseContrastiveEstimation()))
+    >>> pairs[0][1].__name__
+    'check_strategy_parameters'
+    """
+    for check in strategy_checks(
+        strategy, n_steps=n_steps, n_epochs=n_epochs, sampler=sampler
+    ):
+        yield strategy, check
+    estimator = kit_estimator(strategy, **(estimator_params or {}))
+    if sklearn_checks:
+        yield from estimator_checks_generator(estimator, legacy=True)
+    for check in density_checks(estimator):
+        yield estimator, check
+
+
+def _check_name(check) -> str:
+    if isinstance(check, partial):
+        keywords = ",".join(
+            f"{k}={v!r}" for k, v in check.keywords.items() if v is not None
+        )
+        name = _check_name(check.func)
+        return f"{name}({keywords})" if keywords and name.startswith("check_") else name
+    return getattr(check, "__name__", repr(check))
+
+
+def _run_checks(strategy, kind: type, **options) -> None:
+    if isinstance(strategy, type):
+        raise TypeError(
+            f"Pass an instance of {strategy.__name__} (e.g. {strategy.__name__}()), "
+            "not the class."
+        )
+    if not isinstance(strategy, kind):
+        raise TypeError(
+            f"Expected a {kind.__name__} instance, got {type(strategy).__name__}."
+        )
+    for subject, check in plugin_checks(strategy, **options):
+        try:
+            check(subject)
+        except SkipTest:
+            continue
+        except Exception as exc:
+            raise AssertionError(
+                f"{_check_name(check)} failed for {_compact_repr(subject)}: {exc}"
+            ) from exc
+
+
+def check_sampler(
+    sampler,
+    *,
+    n_steps: int = 500,
+    estimator_params: dict | None = None,
+    sklearn_checks: bool = True,
+) -> None:
+    """Verify that a sampler keeps skebm's contract; raise on the first failure.
+
+    Runs every check of :func:`plugin_checks`: parameters, ``clone`` and pickle;
+    output shape, dtype and device (CUDA too when available); reproducibility
+    from the generator with the global random state untouched; the mean and
+    covariance of a correlated Gaussian within 5 standard errors; training and
+    sampling inside ``EnergyDensityEstimator``; scikit-learn's estimator checks
+    and skebm's density checks on that estimator.
+
+    Parameters
+    ----------
+    sampler : BaseSampler
+        An instance, configured as it should be checked.
+    n_steps : int, default=500
+        Steps of the Gaussian check.
+    estimator_params : dict, default=None
+        Overrides of the estimator configuration (see :func:`kit_estimator`).
+    sklearn_checks : bool, default=True
+        Include scikit-learn's estimator checks.
+
+    Raises
+    ------
+    AssertionError
+        Naming the failed check and what to fix.
+
+    Examples
+    --------
+    >>> from skebm.samplers import MALA
+    >>> from skebm.utils.estimator_checks import check_sampler
+    >>> check_sampler(MALA(step_size=0.05), sklearn_checks=False)
+    """
+    _run_checks(
+        sampler,
+        BaseSampler,
+        n_steps=n_steps,
+        estimator_params=estimator_params,
+        sklearn_checks=sklearn_checks,
+    )
+
+
+def check_loss(
+    loss,
+    *,
+    sampler=None,
+    n_epochs: int = 30,
+    estimator_params: dict | None = None,
+    sklearn_checks: bool = True,
+) -> None:
+    """Verify that a loss keeps skebm's contract; raise on the first failure.
+
+    Runs every check of :func:`plugin_checks`: parameters, ``clone`` and pickle;
+    a finite differentiable scalar on the batch's device and dtype (CUDA too when
+    available) and a well-formed ``init_state``; reproducibility from the
+    generator with the global random state untouched; recovery of a Gaussian's
+    mean and covariance by training with the loss; training inside
+    ``EnergyDensityEstimator``; scikit-learn's estimator checks and skebm's
+    density checks on that estimator.
+
+    Parameters
+    ----------
+    loss : BaseLoss
+        An instance, configured as it should be checked.
+    sampler : BaseSampler, default=None
+        The sampler a loss that needs one runs (``None``: an exact MALA).
+    n_epochs : int, default=30
+        Training epochs of the Gaussian check.
+    estimator_params : dict, default=None
+        Overrides of the estimator configuration (see :func:`kit_estimator`).
+    sklearn_checks : bool, default=True
+        Include scikit-learn's estimator checks.
+
+    Raises
+    ------
+    AssertionError
+        Naming the failed check and what to fix.
+
+    Examples
+    --------
+    >>> from skebm.losses import NoiseContrastiveEstimation
+    >>> from skebm.utils.estimator_checks import check_loss
+    >>> check_loss(NoiseContrastiveEstimation(), sklearn_checks=False)
+    """
+    _run_checks(
+        loss,
+        BaseLoss,
+        sampler=sampler,
+        n_epochs=n_epochs,
+        estimator_params=estimator_params,
+        sklearn_checks=sklearn_checks,
+    )
+
+
+def parametrize_with_plugin_checks(strategies, **options):
+    """A ``pytest.mark.parametrize`` over the author kit's ``(subject, check)``.
+
+    Parameters
+    ----------
+    strategies : list of BaseSampler or BaseLoss instances
+    **options
+        Passed to :func:`plugin_checks` (``n_steps``, ``n_epochs``,
+        ``sampler``, ``estimator_params``, ``sklearn_checks``).
+
+    Returns
+    -------
+    decorator
+        Use it on a test taking ``subject`` and ``check`` and calling
+        ``check(subject)``; every check is a separate test.
+
+    Examples
+    --------
+    >>> from skebm.samplers import Langevin
+    >>> from skebm.utils.estimator_checks import parametrize_with_plugin_checks
+    >>> @parametrize_with_plugin_checks([Langevin(step_size=0.05)])
+    ... def test_contract(subject, check):
+    ...     check(subject)
+    """
+    import pytest
+
+    pairs, ids = [], []
+    for strategy in strategies:
+        if isinstance(strategy, type):
+            raise TypeError(f"Pass an instance of {strategy.__name__}, not the class.")
+        for subject, check in plugin_checks(strategy, **options):
+            pairs.append((subject, check))
+            ids.append(f"{_compact_repr(strategy)}-{_check_name(check)}")
+    return pytest.mark.parametrize("subject, check", pairs, ids=ids)
