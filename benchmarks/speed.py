@@ -46,12 +46,7 @@ from skebm.acceleration import (
 from skebm.datasets import make_two_moons
 from skebm.energies import MLPEnergy, ResidualEnergy
 from skebm.losses import ContrastiveDivergence
-from skebm.samplers import MALA, Langevin
-
-try:  # HMC arrives with the algorithms issue
-    from skebm.samplers import HMC
-except ImportError:  # pragma: no cover
-    HMC = None
+from skebm.samplers import HMC, MALA, Langevin
 
 STEP = 0.01
 
@@ -201,6 +196,22 @@ def skebm_cd_training(
 # -- peers ----------------------------------------------------------------------------
 
 
+def _peer_epochs(loss_of_batch, energy, X, generator, n_epochs, *, batch=256):
+    """A peer's CD training (Adam 1e-3); returns the seconds of each epoch."""
+    optimizer = torch.optim.Adam(energy.parameters(), lr=1e-3)
+    seconds = []
+    for _ in range(n_epochs):
+        start = time.perf_counter()
+        order = torch.randperm(X.shape[0], generator=generator, device=X.device)
+        for begin in range(0, X.shape[0], batch):
+            optimizer.zero_grad(set_to_none=True)
+            loss_of_batch(X[order[begin : begin + batch]]).backward()
+            optimizer.step()
+        _synchronise(X.device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def peer_implementations(kind: str) -> dict[str, Callable]:
     found: dict[str, Callable] = {}
     if kind == "langevin":
@@ -237,20 +248,48 @@ def peer_implementations(kind: str) -> dict[str, Callable]:
             pass
     elif kind == "cd":
         try:
+            from torchebm.core import BaseModel
+            from torchebm.losses import ContrastiveDivergence as TorchebmCD
+            from torchebm.samplers import LangevinDynamics
+
+            class Wrapped(BaseModel):
+                def __init__(self, module):
+                    super().__init__()
+                    self.module = module
+
+                def forward(self, x):
+                    return self.module(x)
+
+            def torchebm_cd_training(energy, X, generator, n_epochs, **options):
+                model = Wrapped(energy).to(X.device)
+                sampler = LangevinDynamics(
+                    model, step_size=STEP, noise_scale=1.0, device=X.device
+                )
+                loss_fn = TorchebmCD(
+                    model=model, sampler=sampler, k_steps=10, energy_reg_weight=0.0
+                )
+                return _peer_epochs(
+                    lambda x: loss_fn(x, generator=generator)[0],
+                    energy,
+                    X,
+                    generator,
+                    n_epochs,
+                )
+
+            found["torchebm 0.8.9"] = torchebm_cd_training
+        except ImportError:
+            pass
+        try:
             from ebm.losses import ContrastiveDivergence as EbmCD
             from ebm.samplers import LangevinDynamics as EbmLangevin
 
-            def ebmkit_cd_epoch(energy, X, generator, *, batch=256, k=10, lr=1e-3):
-                loss_fn = EbmCD(EbmLangevin(step_size=STEP, steps=k))
-                optimizer = torch.optim.Adam(energy.parameters(), lr=lr)
-                order = torch.randperm(X.shape[0], generator=generator, device=X.device)
-                for begin in range(0, X.shape[0], batch):
-                    optimizer.zero_grad(set_to_none=True)
-                    loss_fn(energy, X[order[begin : begin + batch]]).loss.backward()
-                    optimizer.step()
-                return energy
+            def ebmkit_cd_training(energy, X, generator, n_epochs):
+                loss_fn = EbmCD(EbmLangevin(step_size=STEP, steps=10))
+                return _peer_epochs(
+                    lambda x: loss_fn(energy, x).loss, energy, X, generator, n_epochs
+                )
 
-            found["ebmkit 0.16.0"] = ebmkit_cd_epoch
+            found["ebmkit 0.16.0"] = ebmkit_cd_training
         except ImportError:
             pass
     return found
@@ -288,20 +327,14 @@ def workloads(quick: bool) -> list[Workload]:
         Workload(
             "e", "MALA 2-D, MLP as (a)", 2, (128, 128), n(10_000), n(200), kind="mala"
         ),
-        *(
-            [
-                Workload(
-                    "f",
-                    "HMC 2-D, 4 leapfrog steps, MLP as (a)",
-                    2,
-                    (128, 128),
-                    n(10_000),
-                    n(50),
-                    kind="hmc",
-                )
-            ]
-            if HMC is not None
-            else []
+        Workload(
+            "f",
+            "HMC 2-D, 4 leapfrog steps, MLP as (a)",
+            2,
+            (128, 128),
+            n(10_000),
+            n(50),
+            kind="hmc",
         ),
     ]
 

@@ -31,10 +31,11 @@ from skebm.acceleration import (
 )
 from skebm.bases import fit_base
 from skebm.energies.residual import ResidualEnergy
-from skebm.exceptions import DeviceWarning, DivergenceError, VersionWarning
+from skebm.exceptions import DivergenceError, VersionWarning
 from skebm.losses import BaseLoss
 from skebm.partition import estimate_log_partition
 from skebm.persistence import save as save_estimator
+from skebm.persistence import warn_loaded_on_cpu
 from skebm.samplers import BaseSampler
 from skebm.utils._sklearn_compat import (
     Interval,
@@ -700,12 +701,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         try:
             target = resolve_device(str(device))
         except ValueError:
-            warnings.warn(
-                f"This model was fitted on {device}, which is not available here; "
-                "it was loaded on the CPU.",
-                DeviceWarning,
-                stacklevel=2,
-            )
+            warn_loaded_on_cpu(device, stacklevel=2)
             target = torch.device("cpu")
         self._move_to(target)
 

@@ -461,6 +461,17 @@ def _describe(records: dict) -> str:
     return ", ".join(described) or "no plugin components"
 
 
+def warn_loaded_on_cpu(fitted_on, *, stacklevel: int) -> None:
+    """Warn that a model fitted on an unavailable device was loaded on the CPU."""
+    warnings.warn(
+        f"This model was fitted on {fitted_on}, which is not available here; it "
+        "was loaded on the CPU. Scoring and sampling work as they are; to continue "
+        "training here, first set_params(device='cpu').",
+        DeviceWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
 def load(path, *, device: str | None = None):
     """Load an estimator written by :func:`save` (``EnergyDensityEstimator.save``).
 
@@ -509,12 +520,7 @@ def load(path, *, device: str | None = None):
             try:
                 target = resolve_device(metadata["device"])
             except ValueError:
-                warnings.warn(
-                    f"This model was fitted on {metadata['device']}, which is not "
-                    "available here; it was loaded on the CPU.",
-                    DeviceWarning,
-                    stacklevel=2,
-                )
+                warn_loaded_on_cpu(metadata["device"], stacklevel=2)
                 target = torch.device("cpu")
         _restore_fitted(estimator, metadata, tensors, target)
     except UnknownComponentError as exc:

@@ -440,7 +440,9 @@ _LOAD_WITHOUT_CUDA = textwrap.dedent(
             est.score_samples(X), expected, rtol=float(sys.argv[2]), atol=0
         )
         assert np.all(np.isfinite(est.sample(5, random_state=0)))
-        est.set_params(warm_start=True, max_iter=1).fit(X)  # training continues on CPU
+        assert "set_params(device='cpu')" in str(device_warnings[0].message)
+        # Training continues on the CPU once asked to (device="cuda" would raise).
+        est.set_params(device="cpu", warm_start=True, max_iter=1).fit(X)
         print(how, "ok")
     """
 )

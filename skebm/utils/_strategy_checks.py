@@ -71,7 +71,9 @@ _DTYPES = (torch.float32, torch.float64)
 def _devices() -> list[torch.device]:
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
-        devices.append(torch.device("cuda"))
+        # With its index: a tensor's device is always indexed, and
+        # torch.device("cuda") != torch.device("cuda:0").
+        devices.append(torch.device("cuda", torch.cuda.current_device()))
     return devices
 
 
