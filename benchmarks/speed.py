@@ -212,23 +212,35 @@ def _peer_epochs(loss_of_batch, energy, X, generator, n_epochs, *, batch=256):
     return seconds
 
 
+@functools.cache
+def _torchebm_wrapper() -> type:
+    """A torchebm ``BaseModel`` around a module (its samplers want one); the
+    class is made once, outside every timed run."""
+    from torchebm.core import BaseModel
+
+    class Wrapped(BaseModel):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, x):
+            return self.module(x)
+
+    return Wrapped
+
+
+def _torchebm_model(module: nn.Module):
+    return _torchebm_wrapper()(module)
+
+
 def peer_implementations(kind: str) -> dict[str, Callable]:
     found: dict[str, Callable] = {}
     if kind == "langevin":
         try:
-            from torchebm.core import BaseModel
             from torchebm.samplers import LangevinDynamics
 
-            class Wrapped(BaseModel):
-                def __init__(self, module):
-                    super().__init__()
-                    self.module = module
-
-                def forward(self, x):
-                    return self.module(x)
-
             def torchebm_langevin(energy, x, n_steps, generator):
-                model = Wrapped(energy).to(x.device)
+                model = _torchebm_model(energy).to(x.device)
                 sampler = LangevinDynamics(
                     model, step_size=STEP, noise_scale=1.0, device=x.device
                 )
@@ -248,20 +260,11 @@ def peer_implementations(kind: str) -> dict[str, Callable]:
             pass
     elif kind == "cd":
         try:
-            from torchebm.core import BaseModel
             from torchebm.losses import ContrastiveDivergence as TorchebmCD
             from torchebm.samplers import LangevinDynamics
 
-            class Wrapped(BaseModel):
-                def __init__(self, module):
-                    super().__init__()
-                    self.module = module
-
-                def forward(self, x):
-                    return self.module(x)
-
             def torchebm_cd_training(energy, X, generator, n_epochs, **options):
-                model = Wrapped(energy).to(X.device)
+                model = _torchebm_model(energy).to(X.device)
                 sampler = LangevinDynamics(
                     model, step_size=STEP, noise_scale=1.0, device=X.device
                 )
