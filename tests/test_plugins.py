@@ -211,7 +211,8 @@ def site(tmp_path, monkeypatch):
         sys.modules.pop(module, None)
 
 
-def test_entry_point_plugins_load_and_a_broken_one_only_warns(site):
+def _install_good(site):
+    """A working plugin distribution: ``skebm-good 1.0``, sampler ``"good"``."""
     write_distribution(
         site,
         "skebm-good",
@@ -219,6 +220,10 @@ def test_entry_point_plugins_load_and_a_broken_one_only_warns(site):
         {"good": "skebm_good_plugin"},
         {"skebm_good_plugin": GOOD_PLUGIN},
     )
+
+
+def _install_broken(site):
+    """A distribution whose entry point raises on import: ``skebm-broken 0.3``."""
     write_distribution(
         site,
         "skebm-broken",
@@ -226,6 +231,15 @@ def test_entry_point_plugins_load_and_a_broken_one_only_warns(site):
         {"broken": "skebm_broken_plugin"},
         {"skebm_broken_plugin": "raise ImportError('missing dep')"},
     )
+
+
+def _install_good_and_broken(site):
+    _install_good(site)
+    _install_broken(site)
+
+
+def test_entry_point_plugins_load_and_a_broken_one_only_warns(site):
+    _install_good_and_broken(site)
     with pytest.warns(PluginWarning) as record:
         registry = Registry()
     assert len(record) == 1
@@ -242,39 +256,21 @@ def test_entry_point_plugins_load_and_a_broken_one_only_warns(site):
 def test_estimator_uses_entry_point_plugin(site, moons):
     from tests.conftest import small_estimator
 
-    write_distribution(
-        site,
-        "skebm-good",
-        "1.0",
-        {"good": "skebm_good_plugin"},
-        {"skebm_good_plugin": GOOD_PLUGIN},
-    )
+    _install_good(site)
     est = small_estimator(sampler="good", random_state=0).fit(moons)
     assert type(est.sampler_).__name__ == "GoodSampler"
     assert est.sample(3, random_state=0).shape == (3, 2)
 
 
 def test_strict_env_raises_on_broken_plugin(site, monkeypatch):
-    write_distribution(
-        site,
-        "skebm-broken",
-        "0.3",
-        {"broken": "skebm_broken_plugin"},
-        {"skebm_broken_plugin": "raise ImportError('missing dep')"},
-    )
+    _install_broken(site)
     monkeypatch.setenv("SKEBM_STRICT_PLUGINS", "1")
     with pytest.raises(PluginLoadError, match="skebm-broken 0.3"):
         get_registry()
 
 
 def test_disable_autoload_env(site, monkeypatch):
-    write_distribution(
-        site,
-        "skebm-good",
-        "1.0",
-        {"good": "skebm_good_plugin"},
-        {"skebm_good_plugin": GOOD_PLUGIN},
-    )
+    _install_good(site)
     monkeypatch.setenv("SKEBM_DISABLE_PLUGIN_AUTOLOAD", "1")
     with pytest.raises(
         UnknownComponentError, match="not loaded because SKEBM_DISABLE_PLUGIN_AUTOLOAD"
@@ -283,20 +279,7 @@ def test_disable_autoload_env(site, monkeypatch):
 
 
 def test_allowlist_env(site, monkeypatch):
-    write_distribution(
-        site,
-        "skebm-good",
-        "1.0",
-        {"good": "skebm_good_plugin"},
-        {"skebm_good_plugin": GOOD_PLUGIN},
-    )
-    write_distribution(
-        site,
-        "skebm-broken",
-        "0.3",
-        {"broken": "skebm_broken_plugin"},
-        {"skebm_broken_plugin": "raise ImportError('missing dep')"},
-    )
+    _install_good_and_broken(site)
     monkeypatch.setenv("SKEBM_LOAD_PLUGINS", "skebm-good")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the broken plugin is not even imported
@@ -304,13 +287,7 @@ def test_allowlist_env(site, monkeypatch):
 
 
 def test_duplicate_entry_point_names_are_reported_not_dropped(site):
-    write_distribution(
-        site,
-        "skebm-good",
-        "1.0",
-        {"good": "skebm_good_plugin"},
-        {"skebm_good_plugin": GOOD_PLUGIN},
-    )
+    _install_good(site)
     write_distribution(
         site,
         "skebm-good-fork",
@@ -329,13 +306,7 @@ def test_loading_is_lazy(site):
     """Importing skebm and building estimators loads no plugin; lookup does."""
     import subprocess
 
-    write_distribution(
-        site,
-        "skebm-broken",
-        "0.3",
-        {"broken": "skebm_broken_plugin"},
-        {"skebm_broken_plugin": "raise ImportError('missing dep')"},
-    )
+    _install_broken(site)
     code = (
         "import warnings; warnings.simplefilter('error');"
         "import skebm; skebm.EnergyDensityEstimator(sampler='whatever');"
@@ -460,23 +431,6 @@ def test_a_repeated_problem_warns_once():
 # -- broken packages beside working ones (entry points) ------------------------------
 
 
-def _install_good_and_broken(site):
-    write_distribution(
-        site,
-        "skebm-good",
-        "1.0",
-        {"good": "skebm_good_plugin"},
-        {"skebm_good_plugin": GOOD_PLUGIN},
-    )
-    write_distribution(
-        site,
-        "skebm-broken",
-        "0.3",
-        {"broken": "skebm_broken_plugin"},
-        {"skebm_broken_plugin": "raise ImportError('missing dep')"},
-    )
-
-
 def test_a_fit_with_a_working_plugin_survives_a_broken_one(site, moons):
     from tests.conftest import small_estimator
 
@@ -513,13 +467,7 @@ def test_allowlist_naming_nothing_installed_is_reported(site, monkeypatch):
 
 
 def test_trace_prints_loading_and_registration(site, monkeypatch, capsys):
-    write_distribution(
-        site,
-        "skebm-good",
-        "1.0",
-        {"good": "skebm_good_plugin"},
-        {"skebm_good_plugin": GOOD_PLUGIN},
-    )
+    _install_good(site)
     monkeypatch.setenv("SKEBM_TRACE_PLUGINS", "1")
     get_registry().get("sampler", "good")
     err = capsys.readouterr().err
