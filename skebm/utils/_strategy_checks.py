@@ -325,18 +325,26 @@ def check_sampler_gaussian_moments(
     )
 
 
-def check_sampler_in_estimator(sampler) -> None:
-    """The sampler trains (contrastive divergence) and samples inside
-    ``EnergyDensityEstimator``, which clones it and leaves it unchanged."""
-    before = joblib_hash(sampler.get_params(deep=True))
+def _check_strategy_in_estimator(strategy, fitted_attribute: str) -> None:
+    """``strategy`` trains inside ``EnergyDensityEstimator``, which clones it (into
+    ``fitted_attribute``) and leaves it unchanged; the fitted model scores and
+    samples."""
+    before = joblib_hash(strategy.get_params(deep=True))
     X = np.random.RandomState(0).normal(size=(100, 2)) * [1.0, 0.5] + 3.0
-    est = kit_estimator(sampler, random_state=0).fit(X)
-    assert type(est.sampler_) is type(sampler) and est.sampler_ is not sampler
+    est = kit_estimator(strategy, random_state=0).fit(X)
+    fitted = getattr(est, fitted_attribute)
+    assert type(fitted) is type(strategy) and fitted is not strategy
     assert np.all(np.isfinite(est.loss_curve_)), est.loss_curve_
     assert np.isfinite(est.score(X))
     draws = est.sample(20, random_state=0)
     assert draws.shape == (20, 2) and np.all(np.isfinite(draws))
-    assert joblib_hash(sampler.get_params(deep=True)) == before
+    assert joblib_hash(strategy.get_params(deep=True)) == before
+
+
+def check_sampler_in_estimator(sampler) -> None:
+    """The sampler trains (contrastive divergence) and samples inside
+    ``EnergyDensityEstimator``, which clones it and leaves it unchanged."""
+    _check_strategy_in_estimator(sampler, "sampler_")
 
 
 # -- losses ----------------------------------------------------------------------
@@ -527,15 +535,7 @@ def check_loss_fits_gaussian(
 def check_loss_in_estimator(loss) -> None:
     """The loss trains inside ``EnergyDensityEstimator``, which clones it and
     leaves it unchanged; the fitted model scores and samples."""
-    before = joblib_hash(loss.get_params(deep=True))
-    X = np.random.RandomState(0).normal(size=(100, 2)) * [1.0, 0.5] + 3.0
-    est = kit_estimator(loss, random_state=0).fit(X)
-    assert type(est.loss_) is type(loss) and est.loss_ is not loss
-    assert np.all(np.isfinite(est.loss_curve_)), est.loss_curve_
-    assert np.isfinite(est.score(X))
-    draws = est.sample(20, random_state=0)
-    assert draws.shape == (20, 2) and np.all(np.isfinite(draws))
-    assert joblib_hash(loss.get_params(deep=True)) == before
+    _check_strategy_in_estimator(loss, "loss_")
 
 
 def strategy_checks(
