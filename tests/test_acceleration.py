@@ -79,18 +79,30 @@ def test_accelerated_sampler_on_cpu_equals_eager():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_COMPILER, reason="inductor needs a C++ compiler on CPU")
-def test_estimator_compile_matches_eager_on_cpu(moons):
-    params = dict(
-        loss="cd", loss_params={"n_steps": 3}, sampler="langevin", random_state=0
-    )
-    eager = small_estimator(**params).fit(moons)
-    fast = small_estimator(compile=True, **params).fit(moons)
+def _assert_compile_matches_eager(X, n_samples, **params):
+    """Fitted with and without ``compile=True``: the same loss curve, scores and
+    samples within float32 tolerance."""
+    eager = small_estimator(**params).fit(X)
+    fast = small_estimator(compile=True, **params).fit(X)
     np.testing.assert_allclose(fast.loss_curve_, eager.loss_curve_, rtol=1e-4)
     np.testing.assert_allclose(
-        fast.score_samples(moons), eager.score_samples(moons), rtol=1e-4, atol=1e-4
+        fast.score_samples(X), eager.score_samples(X), rtol=1e-4, atol=1e-4
     )
     np.testing.assert_allclose(
-        fast.sample(50, random_state=0), eager.sample(50, random_state=0), atol=1e-3
+        fast.sample(n_samples, random_state=0),
+        eager.sample(n_samples, random_state=0),
+        atol=1e-3,
+    )
+
+
+def test_estimator_compile_matches_eager_on_cpu(moons):
+    _assert_compile_matches_eager(
+        moons,
+        50,
+        loss="cd",
+        loss_params={"n_steps": 3},
+        sampler="langevin",
+        random_state=0,
     )
 
 
@@ -181,12 +193,4 @@ def test_estimator_compile_on_cuda_matches_eager(moons):
         random_state=0,
         device="cuda",
     )
-    eager = small_estimator(**params).fit(moons)
-    fast = small_estimator(compile=True, **params).fit(moons)
-    np.testing.assert_allclose(fast.loss_curve_, eager.loss_curve_, rtol=1e-4)
-    np.testing.assert_allclose(
-        fast.score_samples(moons), eager.score_samples(moons), rtol=1e-4, atol=1e-4
-    )
-    np.testing.assert_allclose(
-        fast.sample(300, random_state=0), eager.sample(300, random_state=0), atol=1e-3
-    )
+    _assert_compile_matches_eager(moons, 300, **params)
