@@ -5,9 +5,12 @@ kernels, and the host spends more time dispatching them than the device running 
 Two levers remove that overhead without changing the maths:
 
 * :func:`compile_value_and_grad` compiles an energy's value-and-gradient with
-  ``torch.compile`` (fused kernels; on the CPU this is the only lever). Any energy may
-  carry a ``value_and_grad(x) -> (E(x), ∇E(x))`` attribute; every sampler computes its
-  gradients through :func:`skebm.samplers.energy_and_grad`, which uses it when present.
+  ``torch.compile`` (fused kernels; on the CPU this is the only lever), and
+  :func:`compile_langevin_update` a whole Langevin move (gradient and update in one
+  compiled function). Any energy may carry ``value_and_grad(x) -> (E(x), ∇E(x))`` and
+  ``langevin_update(x, noise, step, noise_scale)`` attributes; samplers go through
+  :func:`skebm.samplers.energy_and_grad` and :func:`skebm.samplers.langevin_update`,
+  which use them when present. :func:`attach_compiled_kernels` adds both.
 * On CUDA, :class:`CapturedSampling` records a sampler's whole ``n_steps`` loop as one
   CUDA graph, and :class:`CapturedTrainingStep` records a whole training step (the
   loss with its MCMC, backward and a capturable Adam step). Replays run at kernel time.
@@ -22,6 +25,7 @@ one per shape (:class:`AcceleratedSampler` and the training loop do).
 
 from __future__ import annotations
 
+import functools
 import shutil
 import warnings
 from collections.abc import Callable
@@ -35,6 +39,8 @@ __all__ = [
     "AcceleratedSampler",
     "CapturedSampling",
     "CapturedTrainingStep",
+    "attach_compiled_kernels",
+    "compile_langevin_update",
     "compile_value_and_grad",
     "cuda_graphs_available",
 ]
@@ -55,6 +61,43 @@ def _compiler_available(device: torch.device) -> bool:
     return device.type == "cuda" or any(
         shutil.which(cc) for cc in ("c++", "g++", "clang++", "cc", "gcc")
     )
+
+
+def _parameters_and_buffers(energy: nn.Module) -> tuple[dict, dict]:
+    params = {
+        name: p.detach() for name, p in energy.named_parameters(remove_duplicate=False)
+    }
+    return params, dict(energy.named_buffers(remove_duplicate=False))
+
+
+def _compiled_or_eager(compiled: Callable, eager: Callable) -> Callable:
+    """Call ``compiled``; if it ever fails to compile, warn once and use ``eager``."""
+    state = {"fn": compiled}
+
+    def call(*args):
+        try:
+            return state["fn"](*args)
+        except Exception as exc:  # compilation is an optimisation, never a failure
+            if state["fn"] is eager:
+                raise
+            warnings.warn(
+                f"torch.compile failed ({type(exc).__name__}: {exc}); using the eager "
+                "gradient instead.",
+                SkebmWarning,
+                stacklevel=3,
+            )
+            state["fn"] = eager
+            return eager(*args)
+
+    return call
+
+
+def _eager_value_and_grad(energy, x, params, buffers):
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        values = torch.func.functional_call(energy, (params, buffers), (x,))
+        (grad,) = torch.autograd.grad(values.sum(), x)
+    return values.detach(), grad
 
 
 def compile_value_and_grad(
@@ -97,40 +140,102 @@ def compile_value_and_grad(
         values = torch.func.functional_call(energy, (params, buffers), (x,))
         return values.sum(), values
 
-    compiled = torch.compile(
-        torch.func.grad_and_value(total, has_aux=True), backend=backend
-    )
-    state = {"fn": compiled}
+    grad_and_value = torch.func.grad_and_value(total, has_aux=True)
 
-    def eager(x, params, buffers):
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            values = torch.func.functional_call(energy, (params, buffers), (x,))
-            (grad,) = torch.autograd.grad(values.sum(), x)
-        return grad, (None, values)
+    def value_and_grad_of(x, params, buffers):
+        grad, (_, values) = grad_and_value(x, params, buffers)
+        return values, grad
+
+    call = _compiled_or_eager(
+        torch.compile(value_and_grad_of, backend=backend),
+        functools.partial(_eager_value_and_grad, energy),
+    )
 
     def value_and_grad(x):
-        params = {
-            name: p.detach()
-            for name, p in energy.named_parameters(remove_duplicate=False)
-        }
-        buffers = dict(energy.named_buffers(remove_duplicate=False))
-        try:
-            grad, (_, values) = state["fn"](x.detach(), params, buffers)
-        except Exception as exc:  # compilation is an optimisation, never a failure
-            if state["fn"] is eager:
-                raise
-            warnings.warn(
-                f"torch.compile failed ({type(exc).__name__}: {exc}); using the eager "
-                "gradient instead.",
-                SkebmWarning,
-                stacklevel=2,
-            )
-            state["fn"] = eager
-            grad, (_, values) = eager(x, params, buffers)
+        values, grad = call(x.detach(), *_parameters_and_buffers(energy))
         return values.detach(), grad
 
     return value_and_grad
+
+
+def compile_langevin_update(
+    energy: nn.Module, *, backend: str = "inductor"
+) -> Callable[[torch.Tensor, torch.Tensor, float, float], torch.Tensor]:
+    """A compiled Langevin move ``x - step·∇ₓE(x) + noise_scale·noise``.
+
+    The gradient and the update are one compiled function, so the update fuses into
+    the gradient's last kernel and the energy's value (not needed by the move) is
+    never computed. The noise is drawn by the caller, from its own generator, so the
+    random stream is the eager one. ``step`` and ``noise_scale`` enter the compiled
+    function as 0-d tensors on ``x``'s device, never as constants or host scalars:
+    a step-size schedule does not recompile, and a CUDA graph that records the move
+    copies nothing from the host. Parameters, shapes and the fallback on compilation
+    failure behave as in :func:`compile_value_and_grad`.
+
+    Parameters
+    ----------
+    energy : nn.Module
+        Maps ``(batch, d)`` to ``(batch,)``.
+    backend : str, default="inductor"
+        ``torch.compile`` backend.
+
+    Returns
+    -------
+    langevin_update : callable
+        ``(x, noise, step, noise_scale) -> x'``, the signature
+        :func:`skebm.samplers.langevin_update` looks for on an energy.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skebm.acceleration import compile_langevin_update
+    >>> from skebm.energies import GaussianEnergy
+    >>> update = compile_langevin_update(GaussianEnergy(2), backend="eager")
+    >>> update(torch.ones(1, 2), torch.zeros(1, 2), 0.25, 1.0).tolist()
+    [[0.75, 0.75]]
+    """
+
+    def total(x, params, buffers):
+        return torch.func.functional_call(energy, (params, buffers), (x,)).sum()
+
+    grad = torch.func.grad(total)
+
+    def move(x, noise, step, noise_scale, params, buffers):
+        return x - step * grad(x, params, buffers) + noise_scale * noise
+
+    def eager_move(x, noise, step, noise_scale, params, buffers):
+        _, gradient = _eager_value_and_grad(energy, x, params, buffers)
+        return x - step * gradient + noise_scale * noise
+
+    call = _compiled_or_eager(torch.compile(move, backend=backend), eager_move)
+
+    def langevin_update(x, noise, step, noise_scale):
+        step, noise_scale = (
+            torch.full((), value, dtype=x.dtype, device=x.device)
+            for value in (step, noise_scale)
+        )
+        return call(
+            x.detach(), noise, step, noise_scale, *_parameters_and_buffers(energy)
+        )
+
+    return langevin_update
+
+
+def attach_compiled_kernels(energy: nn.Module, *, backend: str = "inductor") -> None:
+    """Give ``energy`` compiled ``value_and_grad`` and ``langevin_update`` attributes.
+
+    The module is modified in place (its parameters are untouched); every sampler
+    then uses the compiled kernels for it. See :func:`compile_value_and_grad` and
+    :func:`compile_langevin_update`.
+
+    Parameters
+    ----------
+    energy : nn.Module
+    backend : str, default="inductor"
+        ``torch.compile`` backend.
+    """
+    energy.value_and_grad = compile_value_and_grad(energy, backend=backend)
+    energy.langevin_update = compile_langevin_update(energy, backend=backend)
 
 
 class _TensorSnapshot:
@@ -284,12 +389,12 @@ class AcceleratedSampler:
 
 
 class _EnergyWithGradient(nn.Module):
-    """An energy module plus a compiled ``value_and_grad`` (the module is shared)."""
+    """An energy module plus its compiled sampler kernels (the module is shared)."""
 
     def __init__(self, energy: nn.Module):
         super().__init__()
         self.module = energy
-        self.value_and_grad = compile_value_and_grad(energy)
+        attach_compiled_kernels(self)
 
     def forward(self, x):
         return self.module(x)

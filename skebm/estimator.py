@@ -26,7 +26,7 @@ from skebm._validation import (
 from skebm._version import __version__
 from skebm.acceleration import (
     AcceleratedSampler,
-    compile_value_and_grad,
+    attach_compiled_kernels,
     cuda_graphs_available,
 )
 from skebm.bases import fit_base
@@ -504,7 +504,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         model = self._model()
         capture = self.compile and cuda_graphs_available(self.device_)
         if self.compile and not capture:
-            model.value_and_grad = compile_value_and_grad(model)
+            attach_compiled_kernels(model)
         optimizer = torch.optim.Adam(params, lr=self.learning_rate, capturable=capture)
         if self._optimizer_state is not None:
             optimizer.load_state_dict(self._optimizer_state)

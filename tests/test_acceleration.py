@@ -15,12 +15,19 @@ from skebm._training import run_epochs
 from skebm.acceleration import (
     AcceleratedSampler,
     CapturedSampling,
+    compile_langevin_update,
     compile_value_and_grad,
 )
 from skebm.bases import GaussianMixtureDensity
 from skebm.energies import MLPEnergy, ResidualEnergy
 from skebm.losses import ContrastiveDivergence, NoiseContrastiveEstimation
-from skebm.samplers import MALA, Langevin, energy_and_grad
+from skebm.samplers import (
+    MALA,
+    Langevin,
+    LinearSchedule,
+    energy_and_grad,
+    langevin_update,
+)
 from tests.conftest import cuda, small_estimator
 
 HAS_COMPILER = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
@@ -46,6 +53,67 @@ def test_compiled_value_and_grad_matches_autograd(backend):
     with torch.no_grad():
         energy.layers[-1].bias.add_(1.0)
     torch.testing.assert_close(value_and_grad(x)[0], expected_value + 1.0)
+
+
+BACKENDS = ["eager", "aot_eager"] + (["inductor"] if HAS_COMPILER else [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiled_langevin_update_matches_the_eager_move(backend):
+    energy = _mlp()
+    g = torch.Generator().manual_seed(0)
+    x, noise = torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)
+    update = compile_langevin_update(energy, backend=backend)
+    for step in (0.01, 0.3):  # a new float is an input, not a stale constant
+        expected = langevin_update(energy, x, noise, step, 0.5)
+        torch.testing.assert_close(update(x, noise, step, 0.5), expected)
+    with torch.no_grad():  # in-place training updates are seen
+        energy.layers[-1].weight.mul_(2.0)
+    expected = langevin_update(energy, x, noise, 0.3, 0.5)
+    torch.testing.assert_close(update(x, noise, 0.3, 0.5), expected)
+
+
+def test_a_step_size_schedule_compiles_the_langevin_update_once():
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    energy = _mlp()
+    energy.langevin_update = compile_langevin_update(energy, backend=counting_backend)
+    schedule = LinearSchedule(0.05, 0.001)
+    x0 = torch.randn(32, 2, generator=torch.Generator().manual_seed(1))
+    Langevin(schedule).sample(
+        energy, x0, n_steps=20, generator=torch.Generator().manual_seed(2)
+    )
+    # Step sizes are tensor inputs: 20 values, one compilation.
+    assert len(graphs) == 1
+
+
+def test_langevin_uses_an_energys_fused_update():
+    calls = []
+
+    class Quadratic(torch.nn.Module):
+        def forward(self, x):
+            return 0.5 * x.pow(2).sum(-1)
+
+        def langevin_update(self, x, noise, step, noise_scale):
+            calls.append(step)
+            return x - step * x + noise_scale * noise
+
+    x0 = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    fused = Langevin(0.1).sample(
+        Quadratic(), x0, n_steps=4, generator=torch.Generator().manual_seed(1)
+    )
+    eager = Langevin(0.1).sample(
+        lambda x: 0.5 * x.pow(2).sum(-1),
+        x0,
+        n_steps=4,
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert calls == [0.1] * 4
+    torch.testing.assert_close(fused, eager)
 
 
 def test_samplers_use_an_energys_value_and_grad():
@@ -77,8 +145,6 @@ def test_accelerated_sampler_on_cpu_equals_eager():
     torch.testing.assert_close(fast, eager, rtol=0, atol=0)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not HAS_COMPILER, reason="inductor needs a C++ compiler on CPU")
 def _assert_compile_matches_eager(X, n_samples, **params):
     """Fitted with and without ``compile=True``: the same loss curve, scores and
     samples within float32 tolerance."""
@@ -95,6 +161,8 @@ def _assert_compile_matches_eager(X, n_samples, **params):
     )
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_COMPILER, reason="inductor needs a C++ compiler on CPU")
 def test_estimator_compile_matches_eager_on_cpu(moons):
     _assert_compile_matches_eager(
         moons,
@@ -132,6 +200,20 @@ def test_captured_sampling_reproduces_eager_bit_for_bit(sampler):
     torch.testing.assert_close(
         captured.run(x0, _cuda_generator(1))[0], first, rtol=0, atol=0
     )
+
+
+@cuda
+def test_captured_compiled_langevin_matches_eager():
+    energy = _mlp().cuda()
+    x0 = torch.randn(512, 2, device="cuda", generator=_cuda_generator(0))
+    sampler = Langevin(LinearSchedule(0.02, 0.005))
+    fast = AcceleratedSampler(sampler, energy, compile=True)
+    for seed in (1, 2):  # the second call replays the graph captured by the first
+        expected = sampler.sample(
+            energy, x0, n_steps=30, generator=_cuda_generator(seed)
+        )
+        got = fast.sample(x0, n_steps=30, generator=_cuda_generator(seed))
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 @cuda

@@ -7,7 +7,11 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from skebm.utils._torch import autograd_value_and_grad
+
 __all__ = ["ACTIVATIONS", "MLPEnergy"]
+
+_aten = torch.ops.aten
 
 ACTIVATIONS = {
     "silu": nn.SiLU,
@@ -73,3 +77,104 @@ class MLPEnergy(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x).squeeze(-1)
+
+    def value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``E(x)`` and ``∇ₓE(x)``, detached, by a hand-written backward pass.
+
+        The samplers' gradient (see :func:`skebm.samplers.energy_and_grad`): the
+        same kernels autograd would run for the input gradient, minus autograd's
+        bookkeeping and the output layer's outer product. A subclass that overrides
+        ``forward``, or layers changed to something this method does not know, get
+        the autograd gradient instead.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebm.energies import MLPEnergy
+        >>> value, grad = MLPEnergy(2).value_and_grad(torch.zeros(3, 2))
+        >>> value.shape, grad.shape
+        (torch.Size([3]), torch.Size([3, 2]))
+        """
+        plan = self._closed_form_plan()
+        if plan is None:
+            return autograd_value_and_grad(self, x)
+        return _closed_form(plan, x, need_value=True)
+
+    def langevin_update(
+        self, x: torch.Tensor, noise: torch.Tensor, step: float, noise_scale: float
+    ) -> torch.Tensor:
+        """The Langevin move ``x - step·∇ₓE(x) + noise_scale·noise``, detached.
+
+        Used by :func:`skebm.samplers.langevin_update`; the energy's value, which
+        the move does not need, is not computed.
+        """
+        plan = self._closed_form_plan()
+        if plan is None:
+            grad = autograd_value_and_grad(self, x)[1]
+        else:
+            grad = _closed_form(plan, x, need_value=False)[1]
+        return torch.add(x, grad, alpha=-step).add_(noise, alpha=noise_scale)
+
+    def _closed_form_plan(self) -> list[tuple[nn.Linear, nn.Module]] | None:
+        """``[(linear, activation), ..., (output, None)]``, or ``None`` when the
+        hand-written backward does not apply."""
+        if type(self).forward is not MLPEnergy.forward:
+            return None
+        modules = list(self.layers)
+        if len(modules) % 2 != 1:
+            return None
+        pairs = list(zip(modules[0::2], [*modules[1::2], None]))
+        for linear, activation in pairs:
+            if type(linear) is not nn.Linear:
+                return None
+            if activation is not None and type(activation) not in _BACKWARD:
+                return None
+        if pairs[-1][0].out_features != 1:
+            return None
+        return pairs
+
+
+#: ``(grad_output, pre-activation z, activation module, output h or None) -> grad
+#: wrt z``: the backward kernels autograd itself uses. Activations that need their
+#: output (tanh) get it from the forward pass.
+_BACKWARD = {
+    nn.SiLU: lambda g, z, act, h: _aten.silu_backward(g, z),
+    nn.Softplus: lambda g, z, act, h: _aten.softplus_backward(
+        g, z, act.beta, act.threshold
+    ),
+    nn.Tanh: lambda g, z, act, h: _aten.tanh_backward(g, h),
+    nn.GELU: lambda g, z, act, h: _aten.gelu_backward(
+        g, z, approximate=act.approximate
+    ),
+    nn.ELU: lambda g, z, act, h: _aten.elu_backward(g, act.alpha, 1, 1, False, z),
+    nn.ReLU: lambda g, z, act, h: _aten.threshold_backward(g, z, 0),
+}
+_NEEDS_OUTPUT = {nn.Tanh}
+
+
+def _closed_form(plan, x, *, need_value):
+    hidden_layers, (output, _) = plan[:-1], plan[-1]
+    with torch.no_grad():
+        hidden = x.detach()
+        saved = []  # (pre-activation z, output h or None) of each hidden layer
+        for i, (linear, activation) in enumerate(hidden_layers):
+            z = torch.addmm(linear.bias, hidden, linear.weight.t())
+            # The last hidden output only feeds the value (and tanh's backward).
+            last = i == len(hidden_layers) - 1
+            if need_value or not last or type(activation) in _NEEDS_OUTPUT:
+                hidden = activation(z)
+                saved.append((z, hidden))
+            else:
+                saved.append((z, None))
+        value = None
+        if need_value:
+            value = torch.addmm(output.bias, hidden, output.weight.t()).squeeze(-1)
+        # ∂E/∂h of the last hidden layer is the output row, for every sample.
+        grad = output.weight.expand(x.shape[0], -1)
+        for (linear, activation), (z, h) in zip(
+            reversed(hidden_layers), reversed(saved)
+        ):
+            grad = _BACKWARD[type(activation)](grad, z, activation, h) @ linear.weight
+        if not hidden_layers:
+            grad = grad.clone()  # not a view of the weights
+    return value, grad

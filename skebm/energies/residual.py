@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from skebm.bases import BaseDensity
+from skebm.samplers._base import energy_and_grad, langevin_update
+from skebm.utils._torch import autograd_value_and_grad
 
 __all__ = ["ResidualEnergy"]
 
@@ -45,6 +47,36 @@ class ResidualEnergy(nn.Module):
         if self.base is None:
             return self.energy(x)
         return self.energy(x) - self.base.log_prob(x)
+
+    def value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``U(x)`` and ``∇ₓU(x)``, detached (see
+        :func:`skebm.samplers.energy_and_grad`).
+
+        When the learned energy has its own ``value_and_grad`` (the MLP's
+        hand-written one, or a compiled one), it is used for ``E`` and autograd
+        only differentiates the base; otherwise one autograd pass covers ``U``.
+        """
+        if self.base is None:
+            return energy_and_grad(self.energy, x)
+        if getattr(self.energy, "value_and_grad", None) is None:
+            return autograd_value_and_grad(self, x)
+        value, grad = self.energy.value_and_grad(x)
+        log_q, grad_log_q = autograd_value_and_grad(self.base, x)
+        return value - log_q, grad - grad_log_q
+
+    def langevin_update(
+        self, x: torch.Tensor, noise: torch.Tensor, step: float, noise_scale: float
+    ) -> torch.Tensor:
+        """The Langevin move on ``U`` (see :func:`skebm.samplers.langevin_update`):
+        the learned energy's move, plus ``step·∇ log q(x)`` for the base."""
+        if self.base is None:
+            return langevin_update(self.energy, x, noise, step, noise_scale)
+        if getattr(self.energy, "langevin_update", None) is None:
+            _, grad = self.value_and_grad(x)
+            return torch.add(x, grad, alpha=-step).add_(noise, alpha=noise_scale)
+        _, grad_log_q = autograd_value_and_grad(self.base, x)
+        moved = self.energy.langevin_update(x, noise, step, noise_scale)
+        return torch.add(moved, grad_log_q, alpha=step)
 
     def sample_base(
         self, n_samples: int, *, generator: torch.Generator, like: torch.Tensor

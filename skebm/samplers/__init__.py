@@ -1,6 +1,6 @@
 """MCMC samplers (stateless strategies) and step-size schedules."""
 
-from skebm.samplers._base import BaseSampler, energy_and_grad
+from skebm.samplers._base import BaseSampler, energy_and_grad, langevin_update
 from skebm.samplers.hmc import HMC, hmc_step
 from skebm.samplers.langevin import MALA, Langevin, mala_step
 from skebm.samplers.schedules import (
@@ -23,5 +23,6 @@ __all__ = [
     "LinearSchedule",
     "energy_and_grad",
     "hmc_step",
+    "langevin_update",
     "mala_step",
 ]

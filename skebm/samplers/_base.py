@@ -8,9 +8,13 @@ import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
-from skebm.utils._torch import frozen_parameters, make_generator
+from skebm.utils._torch import (
+    autograd_value_and_grad,
+    frozen_parameters,
+    make_generator,
+)
 
-__all__ = ["BaseSampler", "energy_and_grad"]
+__all__ = ["BaseSampler", "energy_and_grad", "langevin_update"]
 
 
 def energy_and_grad(energy, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,11 +28,25 @@ def energy_and_grad(energy, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     fast = getattr(energy, "value_and_grad", None)
     if fast is not None:
         return fast(x)
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        value = energy(x)
-        (grad,) = torch.autograd.grad(value, x, grad_outputs=torch.ones_like(value))
-    return value.detach(), grad
+    return autograd_value_and_grad(energy, x)
+
+
+def langevin_update(
+    energy, x: torch.Tensor, noise: torch.Tensor, step: float, noise_scale: float
+) -> torch.Tensor:
+    """One Langevin move ``x - step·∇ₓE(x) + noise_scale·noise``, detached.
+
+    An energy may provide its own ``langevin_update(x, noise, step, noise_scale)``
+    attribute with this signature (a fused, compiled one from
+    :func:`skebm.acceleration.compile_langevin_update`); it is used when present.
+    Otherwise the gradient comes from :func:`energy_and_grad`.
+    """
+    fused = getattr(energy, "langevin_update", None)
+    if fused is not None:
+        return fused(x, noise, step, noise_scale)
+    _, grad = energy_and_grad(energy, x)
+    # Two fused kernels instead of four.
+    return torch.add(x, grad, alpha=-step).add_(noise, alpha=noise_scale)
 
 
 class BaseSampler(BaseEstimator):

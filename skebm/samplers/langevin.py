@@ -7,7 +7,7 @@ from numbers import Real
 
 import torch
 
-from skebm.samplers._base import BaseSampler, energy_and_grad
+from skebm.samplers._base import BaseSampler, energy_and_grad, langevin_update
 from skebm.samplers.schedules import BaseSchedule, schedule_value
 from skebm.utils._sklearn_compat import Interval
 
@@ -54,11 +54,7 @@ class Langevin(BaseSampler):
         for t in range(n_steps):
             step = schedule_value(self.step_size, t, n_steps)
             noise = schedule_value(self.noise_scale, t, n_steps) * math.sqrt(2 * step)
-            _, grad = energy_and_grad(energy, x)
-            # Two fused kernels (plus the noise) instead of four.
-            x = torch.add(x, grad, alpha=-step).add_(
-                self._noise(x, generator), alpha=noise
-            )
+            x = langevin_update(energy, x, self._noise(x, generator), step, noise)
         return x, {}
 
 

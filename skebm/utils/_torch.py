@@ -11,6 +11,7 @@ from torch import nn
 
 __all__ = [
     "INFERENCE_CHUNK",
+    "autograd_value_and_grad",
     "available_devices",
     "evaluate_in_chunks",
     "frozen_parameters",
@@ -26,6 +27,21 @@ __all__ = [
 INFERENCE_CHUNK = 1024
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def autograd_value_and_grad(
+    energy, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``energy(x)`` and its gradient in ``x`` by autograd, both detached.
+
+    Only the input gradient is computed (a vector-Jacobian product with ones), never
+    parameter gradients.
+    """
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        value = energy(x)
+        (grad,) = torch.autograd.grad(value, x, grad_outputs=torch.ones_like(value))
+    return value.detach(), grad
 
 
 def available_devices() -> list[str]:

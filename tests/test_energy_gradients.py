@@ -1,0 +1,116 @@
+"""Hand-written energy gradients (the samplers' fast path) equal autograd's."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from skebm.bases import GaussianMixtureDensity
+from skebm.energies import MLPEnergy, ResidualEnergy
+from skebm.energies.mlp import ACTIVATIONS
+from skebm.samplers import MALA, Langevin, energy_and_grad, langevin_update
+from skebm.utils._torch import autograd_value_and_grad
+
+
+def _mlp(n_features, hidden, activation="silu", dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    mlp = MLPEnergy(n_features, hidden, activation=activation).to(dtype)
+    nn.init.normal_(mlp.layers[-1].weight, std=0.5)
+    nn.init.normal_(mlp.layers[-1].bias, std=0.5)
+    return mlp
+
+
+def _tolerance(dtype):
+    return {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("hidden", [(), (16,), (32, 8, 4)], ids=str)
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_mlp_closed_form_gradient_equals_autograd(activation, hidden, dtype):
+    energy = _mlp(3, hidden, activation, dtype)
+    assert energy._closed_form_plan() is not None
+    # Wide inputs reach every branch (ReLU's kink, softplus's linear threshold).
+    x = 4 * torch.randn(64, 3, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    value, grad = energy.value_and_grad(x)
+    expected_value, expected_grad = autograd_value_and_grad(energy, x)
+    torch.testing.assert_close(value, expected_value, **_tolerance(dtype))
+    torch.testing.assert_close(grad, expected_grad, **_tolerance(dtype))
+    assert not value.requires_grad and not grad.requires_grad
+    noise = torch.randn_like(x)
+    torch.testing.assert_close(
+        energy.langevin_update(x, noise, 0.1, 0.3),
+        x - 0.1 * expected_grad + 0.3 * noise,
+        **_tolerance(dtype),
+    )
+
+
+def test_mlp_closed_form_gradient_is_not_a_view_of_the_weights():
+    energy = _mlp(2, ())
+    _, grad = energy.value_and_grad(torch.zeros(4, 2))
+    grad.add_(1.0)  # callers may modify it
+    assert not torch.equal(energy.layers[-1].weight[0], grad[0])
+
+
+def test_changed_mlps_fall_back_to_autograd():
+    class Shifted(MLPEnergy):
+        def forward(self, x):
+            return super().forward(x) + x.pow(2).sum(-1)
+
+    shifted = Shifted(2, (8,))
+    edited = _mlp(2, (8,))
+    edited.layers.insert(1, nn.LayerNorm(8))
+    for energy in (shifted, edited):
+        assert energy._closed_form_plan() is None
+        x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+        value, grad = energy.value_and_grad(x)
+        torch.testing.assert_close(grad, autograd_value_and_grad(energy, x)[1])
+        torch.testing.assert_close(value, energy(x).detach())
+
+
+def _base():
+    return GaussianMixtureDensity(
+        [0.4, 0.6], [[0.0, 0.0], [1.5, -1.0]], [np.eye(2), 0.3 * np.eye(2)]
+    ).float()
+
+
+class _AutogradOnly(nn.Module):
+    """An energy without a hand-written gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = _mlp(2, (16,))
+
+    def forward(self, x):
+        return self.mlp(x)
+
+
+@pytest.mark.parametrize("energy", [_mlp(2, (16, 16)), _AutogradOnly()], ids=repr)
+@pytest.mark.parametrize("with_base", [True, False])
+def test_residual_gradient_and_move_equal_autograd(energy, with_base):
+    model = ResidualEnergy(energy, _base() if with_base else None)
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(32, 2, generator=torch.Generator().manual_seed(1))
+    expected_value, expected_grad = autograd_value_and_grad(model, x)
+    value, grad = energy_and_grad(model, x)
+    torch.testing.assert_close(value, expected_value)
+    torch.testing.assert_close(grad, expected_grad)
+    torch.testing.assert_close(
+        langevin_update(model, x, noise, 0.05, 0.2),
+        x - 0.05 * expected_grad + 0.2 * noise,
+    )
+
+
+@pytest.mark.parametrize("sampler", [Langevin(0.05), MALA(0.05)], ids=repr)
+def test_samplers_on_the_closed_form_follow_the_autograd_chains(sampler):
+    model = ResidualEnergy(_mlp(2, (16, 16)), _base())
+    x0 = torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
+
+    def autograd_only(x):  # a plain callable: no fast path
+        return model(x)
+
+    chains = [
+        sampler.sample(e, x0, n_steps=50, generator=torch.Generator().manual_seed(3))
+        for e in (model, autograd_only)
+    ]
+    torch.testing.assert_close(chains[0], chains[1], rtol=1e-4, atol=1e-4)
