@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from skebm.exceptions import SkebmWarning
+from skebm.samplers._base import langevin_move
 
 __all__ = [
     "AcceleratedSampler",
@@ -92,6 +93,15 @@ def _compiled_or_eager(compiled: Callable, eager: Callable) -> Callable:
     return call
 
 
+def _own_kernel(energy: nn.Module, name: str) -> Callable | None:
+    """The energy class's hand-written ``name`` method bound to ``energy``, when it
+    is plain tensor code that ``torch.compile`` traces (``has_closed_form_gradient``).
+    Compiled as is, it fuses further than the autograd graph of ``forward``."""
+    if not getattr(energy, "has_closed_form_gradient", False):
+        return None
+    return functools.partial(getattr(type(energy), name), energy)
+
+
 def _eager_value_and_grad(energy, x, params, buffers):
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
@@ -107,8 +117,11 @@ def compile_value_and_grad(
 
     The module's current parameters and buffers are passed to the compiled function
     on every call (``torch.func.functional_call``), so in-place training updates are
-    seen without recompiling. A second input shape compiles a shape-generic version
-    once (torch.compile's automatic dynamic shapes); a new dtype compiles again. If
+    seen without recompiling; an energy with a closed-form gradient
+    (``has_closed_form_gradient``) has its own ``value_and_grad`` compiled instead,
+    reading the parameters in place. A second input shape compiles a shape-generic
+    version once (torch.compile's automatic dynamic shapes); a new dtype compiles
+    again. If
     compilation fails (no C++ compiler, unsupported platform), the eager gradient is
     used from then on, with a :class:`~skebm.exceptions.SkebmWarning`.
 
@@ -135,6 +148,10 @@ def compile_value_and_grad(
     >>> value.tolist(), grad[0].tolist()
     ([1.0, 1.0, 1.0], [1.0, 1.0])
     """
+
+    own = _own_kernel(energy, "value_and_grad")
+    if own is not None:
+        return _compiled_or_eager(torch.compile(own, backend=backend), own)
 
     def total(x, params, buffers):
         values = torch.func.functional_call(energy, (params, buffers), (x,))
@@ -169,8 +186,11 @@ def compile_langevin_update(
     random stream is the eager one. ``step`` and ``noise_scale`` enter the compiled
     function as 0-d tensors on ``x``'s device, never as constants or host scalars:
     a step-size schedule does not recompile, and a CUDA graph that records the move
-    copies nothing from the host. Parameters, shapes and the fallback on compilation
-    failure behave as in :func:`compile_value_and_grad`.
+    copies nothing from the host. An energy with a closed-form gradient
+    (``has_closed_form_gradient``, e.g. :class:`~skebm.energies.MLPEnergy`) has its
+    own ``langevin_update`` compiled instead of the autograd graph of ``forward``.
+    Parameters, shapes and the fallback on compilation failure behave as in
+    :func:`compile_value_and_grad`.
 
     Parameters
     ----------
@@ -195,6 +215,21 @@ def compile_langevin_update(
     [[0.75, 0.75]]
     """
 
+    def as_tensors(x, step, noise_scale):
+        return (
+            torch.full((), value, dtype=x.dtype, device=x.device)
+            for value in (step, noise_scale)
+        )
+
+    own = _own_kernel(energy, "langevin_update")
+    if own is not None:
+        own_call = _compiled_or_eager(torch.compile(own, backend=backend), own)
+
+        def own_update(x, noise, step, noise_scale):
+            return own_call(x, noise, *as_tensors(x, step, noise_scale))
+
+        return own_update
+
     def total(x, params, buffers):
         return torch.func.functional_call(energy, (params, buffers), (x,)).sum()
 
@@ -205,17 +240,16 @@ def compile_langevin_update(
 
     def eager_move(x, noise, step, noise_scale, params, buffers):
         _, gradient = _eager_value_and_grad(energy, x, params, buffers)
-        return x - step * gradient + noise_scale * noise
+        return langevin_move(x, gradient, noise, step, noise_scale)
 
     call = _compiled_or_eager(torch.compile(move, backend=backend), eager_move)
 
     def langevin_update(x, noise, step, noise_scale):
-        step, noise_scale = (
-            torch.full((), value, dtype=x.dtype, device=x.device)
-            for value in (step, noise_scale)
-        )
         return call(
-            x.detach(), noise, step, noise_scale, *_parameters_and_buffers(energy)
+            x.detach(),
+            noise,
+            *as_tensors(x, step, noise_scale),
+            *_parameters_and_buffers(energy),
         )
 
     return langevin_update
@@ -351,7 +385,7 @@ class AcceleratedSampler:
         cuda_graphs: bool = True,
     ):
         self.sampler = sampler
-        self.energy = _with_value_and_grad(energy) if compile else energy
+        self.energy = _compiled(energy) if compile else energy
         self.cuda_graphs = cuda_graphs
         self._graphs: dict = {}
 
@@ -394,14 +428,17 @@ class _EnergyWithGradient(nn.Module):
     def __init__(self, energy: nn.Module):
         super().__init__()
         self.module = energy
-        attach_compiled_kernels(self)
+        self.value_and_grad = compile_value_and_grad(energy)
+        self.langevin_update = compile_langevin_update(energy)
 
     def forward(self, x):
         return self.module(x)
 
 
-def _with_value_and_grad(energy: nn.Module) -> nn.Module:
-    if getattr(energy, "value_and_grad", None) is not None:
+def _compiled(energy: nn.Module) -> nn.Module:
+    """``energy`` with compiled sampler kernels, which replace any hand-written ones
+    (an MLP's, a closed form's): compiled kernels fuse what those launch apart."""
+    if isinstance(energy, _EnergyWithGradient):
         return energy
     if not _compiler_available(next(energy.parameters(), torch.empty(0)).device):
         warnings.warn(

@@ -91,6 +91,26 @@ def test_a_step_size_schedule_compiles_the_langevin_update_once():
     assert len(graphs) == 1
 
 
+def test_an_energys_closed_form_gradient_is_what_gets_compiled():
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    energy = _mlp()
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(16, 2, generator=torch.Generator().manual_seed(1))
+    update = compile_langevin_update(energy, backend=recording_backend)
+    torch.testing.assert_close(
+        update(x, noise, 0.1, 0.2), langevin_update(energy, x, noise, 0.1, 0.2)
+    )
+    # The traced graph is MLPEnergy.langevin_update (its explicit backward op), not
+    # autograd's graph of forward.
+    targets = {str(node.target) for node in graphs[-1].graph.nodes}
+    assert any("silu_backward" in target for target in targets)
+
+
 def test_langevin_uses_an_energys_fused_update():
     calls = []
 

@@ -7,6 +7,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from skebm.samplers._base import langevin_move
 from skebm.utils._torch import autograd_value_and_grad
 
 __all__ = ["ACTIVATIONS", "MLPEnergy"]
@@ -113,7 +114,14 @@ class MLPEnergy(nn.Module):
             grad = autograd_value_and_grad(self, x)[1]
         else:
             grad = _closed_form(plan, x, need_value=False)[1]
-        return torch.add(x, grad, alpha=-step).add_(noise, alpha=noise_scale)
+        return langevin_move(x, grad, noise, step, noise_scale)
+
+    @property
+    def has_closed_form_gradient(self) -> bool:
+        """Whether :meth:`value_and_grad` and :meth:`langevin_update` are the
+        hand-written backward (plain tensor code, which ``torch.compile`` traces)
+        rather than the autograd fallback."""
+        return self._closed_form_plan() is not None
 
     def _closed_form_plan(self) -> list[tuple[nn.Linear, nn.Module]] | None:
         """``[(linear, activation), ..., (output, None)]``, or ``None`` when the

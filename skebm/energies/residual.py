@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from skebm.bases import BaseDensity
-from skebm.samplers._base import energy_and_grad, langevin_update
+from skebm.samplers._base import energy_and_grad, langevin_move, langevin_update
 from skebm.utils._torch import autograd_value_and_grad
 
 __all__ = ["ResidualEnergy"]
@@ -73,10 +73,19 @@ class ResidualEnergy(nn.Module):
             return langevin_update(self.energy, x, noise, step, noise_scale)
         if getattr(self.energy, "langevin_update", None) is None:
             _, grad = self.value_and_grad(x)
-            return torch.add(x, grad, alpha=-step).add_(noise, alpha=noise_scale)
+            return langevin_move(x, grad, noise, step, noise_scale)
         _, grad_log_q = autograd_value_and_grad(self.base, x)
         moved = self.energy.langevin_update(x, noise, step, noise_scale)
         return torch.add(moved, grad_log_q, alpha=step)
+
+    @property
+    def has_closed_form_gradient(self) -> bool:
+        """Whether the fast path is plain tensor code ``torch.compile`` traces:
+        a flat base and an energy with a closed-form gradient (the base's gradient
+        needs autograd)."""
+        return self.base is None and getattr(
+            self.energy, "has_closed_form_gradient", False
+        )
 
     def sample_base(
         self, n_samples: int, *, generator: torch.Generator, like: torch.Tensor

@@ -1,6 +1,11 @@
 """MCMC samplers (stateless strategies) and step-size schedules."""
 
-from skebm.samplers._base import BaseSampler, energy_and_grad, langevin_update
+from skebm.samplers._base import (
+    BaseSampler,
+    energy_and_grad,
+    langevin_move,
+    langevin_update,
+)
 from skebm.samplers.hmc import HMC, hmc_step
 from skebm.samplers.langevin import MALA, Langevin, mala_step
 from skebm.samplers.schedules import (
@@ -23,6 +28,7 @@ __all__ = [
     "LinearSchedule",
     "energy_and_grad",
     "hmc_step",
+    "langevin_move",
     "langevin_update",
     "mala_step",
 ]

@@ -14,7 +14,7 @@ from skebm.utils._torch import (
     make_generator,
 )
 
-__all__ = ["BaseSampler", "energy_and_grad", "langevin_update"]
+__all__ = ["BaseSampler", "energy_and_grad", "langevin_move", "langevin_update"]
 
 
 def energy_and_grad(energy, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,7 +45,17 @@ def langevin_update(
     if fused is not None:
         return fused(x, noise, step, noise_scale)
     _, grad = energy_and_grad(energy, x)
-    # Two fused kernels instead of four.
+    return langevin_move(x, grad, noise, step, noise_scale)
+
+
+def langevin_move(x, grad, noise, step, noise_scale) -> torch.Tensor:
+    """``x - step·grad + noise_scale·noise`` for numbers or 0-d tensor steps.
+
+    Numbers take two kernels (``add`` with ``alpha``) instead of four; tensors (as
+    compiled callers pass them) are left to the compiler to fuse.
+    """
+    if torch.is_tensor(step) or torch.is_tensor(noise_scale):
+        return x - step * grad + noise_scale * noise
     return torch.add(x, grad, alpha=-step).add_(noise, alpha=noise_scale)
 
 
