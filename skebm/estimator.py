@@ -140,8 +140,9 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         Opt-in fast path. On CUDA, each training step (the loss with its MCMC,
         backward and Adam) and each ``sample`` loop are recorded as CUDA graphs and
         replayed, which removes the launch overhead that dominates small networks
-        (measured 10-17x on an H100). Elsewhere, the energy's value-and-gradient
-        used by every sampler step is compiled with ``torch.compile``. Results match
+        (measured 10-17x on an H100). Elsewhere, the energy's gradient and the
+        Langevin move used by every sampler step are compiled with
+        ``torch.compile``. Results match
         eager mode (bit-identical where the kernels are the same, else to float
         tolerance). The first epoch and each ``sample`` call pay for capture or
         compilation.
