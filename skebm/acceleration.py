@@ -111,7 +111,7 @@ def _eager_value_and_grad(energy, x, params, buffers):
 
 
 def compile_value_and_grad(
-    energy: nn.Module, *, backend: str = "inductor"
+    energy: nn.Module, *, backend: str | Callable = "inductor"
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """A compiled ``x -> (E(x), ∇ₓE(x))`` for an energy module.
 
@@ -121,15 +121,14 @@ def compile_value_and_grad(
     (``has_closed_form_gradient``) has its own ``value_and_grad`` compiled instead,
     reading the parameters in place. A second input shape compiles a shape-generic
     version once (torch.compile's automatic dynamic shapes); a new dtype compiles
-    again. If
-    compilation fails (no C++ compiler, unsupported platform), the eager gradient is
-    used from then on, with a :class:`~skebm.exceptions.SkebmWarning`.
+    again. If compilation fails (no C++ compiler, unsupported platform), the eager
+    gradient is used from then on, with a :class:`~skebm.exceptions.SkebmWarning`.
 
     Parameters
     ----------
     energy : nn.Module
         Maps ``(batch, d)`` to ``(batch,)``.
-    backend : str, default="inductor"
+    backend : str or callable, default="inductor"
         ``torch.compile`` backend.
 
     Returns
@@ -176,7 +175,7 @@ def compile_value_and_grad(
 
 
 def compile_langevin_update(
-    energy: nn.Module, *, backend: str = "inductor"
+    energy: nn.Module, *, backend: str | Callable = "inductor"
 ) -> Callable[[torch.Tensor, torch.Tensor, float, float], torch.Tensor]:
     """A compiled Langevin move ``x - step·∇ₓE(x) + noise_scale·noise``.
 
@@ -196,7 +195,7 @@ def compile_langevin_update(
     ----------
     energy : nn.Module
         Maps ``(batch, d)`` to ``(batch,)``.
-    backend : str, default="inductor"
+    backend : str or callable, default="inductor"
         ``torch.compile`` backend.
 
     Returns
@@ -255,7 +254,9 @@ def compile_langevin_update(
     return langevin_update
 
 
-def attach_compiled_kernels(energy: nn.Module, *, backend: str = "inductor") -> None:
+def attach_compiled_kernels(
+    energy: nn.Module, *, backend: str | Callable = "inductor"
+) -> None:
     """Give ``energy`` compiled ``value_and_grad`` and ``langevin_update`` attributes.
 
     The module is modified in place (its parameters are untouched); every sampler
@@ -265,7 +266,7 @@ def attach_compiled_kernels(energy: nn.Module, *, backend: str = "inductor") -> 
     Parameters
     ----------
     energy : nn.Module
-    backend : str, default="inductor"
+    backend : str or callable, default="inductor"
         ``torch.compile`` backend.
     """
     energy.value_and_grad = compile_value_and_grad(energy, backend=backend)

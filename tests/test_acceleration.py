@@ -73,15 +73,21 @@ def test_compiled_langevin_update_matches_the_eager_move(backend):
     torch.testing.assert_close(update(x, noise, 0.3, 0.5), expected)
 
 
-def test_a_step_size_schedule_compiles_the_langevin_update_once():
+def _recording_backend():
+    """A ``torch.compile`` backend that runs graphs as traced, and their list."""
     graphs = []
 
-    def counting_backend(graph_module, example_inputs):
+    def backend(graph_module, example_inputs):
         graphs.append(graph_module)
         return graph_module.forward
 
+    return backend, graphs
+
+
+def test_a_step_size_schedule_compiles_the_langevin_update_once():
+    backend, graphs = _recording_backend()
     energy = _mlp()
-    energy.langevin_update = compile_langevin_update(energy, backend=counting_backend)
+    energy.langevin_update = compile_langevin_update(energy, backend=backend)
     schedule = LinearSchedule(0.05, 0.001)
     x0 = torch.randn(32, 2, generator=torch.Generator().manual_seed(1))
     Langevin(schedule).sample(
@@ -92,16 +98,11 @@ def test_a_step_size_schedule_compiles_the_langevin_update_once():
 
 
 def test_an_energys_closed_form_gradient_is_what_gets_compiled():
-    graphs = []
-
-    def recording_backend(graph_module, example_inputs):
-        graphs.append(graph_module)
-        return graph_module.forward
-
+    backend, graphs = _recording_backend()
     energy = _mlp()
     x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
     noise = torch.randn(16, 2, generator=torch.Generator().manual_seed(1))
-    update = compile_langevin_update(energy, backend=recording_backend)
+    update = compile_langevin_update(energy, backend=backend)
     torch.testing.assert_close(
         update(x, noise, 0.1, 0.2), langevin_update(energy, x, noise, 0.1, 0.2)
     )

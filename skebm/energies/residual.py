@@ -65,7 +65,11 @@ class ResidualEnergy(nn.Module):
         return value - log_q, grad - grad_log_q
 
     def langevin_update(
-        self, x: torch.Tensor, noise: torch.Tensor, step: float, noise_scale: float
+        self,
+        x: torch.Tensor,
+        noise: torch.Tensor,
+        step: float | torch.Tensor,
+        noise_scale: float | torch.Tensor,
     ) -> torch.Tensor:
         """The Langevin move on ``U`` (see :func:`skebm.samplers.langevin_update`):
         the learned energy's move, plus ``step·∇ log q(x)`` for the base."""
@@ -76,7 +80,7 @@ class ResidualEnergy(nn.Module):
             return langevin_move(x, grad, noise, step, noise_scale)
         _, grad_log_q = autograd_value_and_grad(self.base, x)
         moved = self.energy.langevin_update(x, noise, step, noise_scale)
-        return torch.add(moved, grad_log_q, alpha=step)
+        return moved + step * grad_log_q
 
     @property
     def has_closed_form_gradient(self) -> bool:

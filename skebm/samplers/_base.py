@@ -32,7 +32,11 @@ def energy_and_grad(energy, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 def langevin_update(
-    energy, x: torch.Tensor, noise: torch.Tensor, step: float, noise_scale: float
+    energy,
+    x: torch.Tensor,
+    noise: torch.Tensor,
+    step: float | torch.Tensor,
+    noise_scale: float | torch.Tensor,
 ) -> torch.Tensor:
     """One Langevin move ``x - step·∇ₓE(x) + noise_scale·noise``, detached.
 
