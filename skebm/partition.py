@@ -22,8 +22,13 @@ import torch
 from sklearn.utils.validation import check_scalar
 
 from skebm.energies.residual import ResidualEnergy
+from skebm.samplers import energy_and_grad
 from skebm.samplers.langevin import mala_accept, mala_proposal
-from skebm.utils._torch import evaluate_in_chunks, frozen_parameters
+from skebm.utils._torch import (
+    autograd_value_and_grad,
+    evaluate_in_chunks,
+    frozen_parameters,
+)
 
 __all__ = [
     "PartitionEstimate",
@@ -46,13 +51,9 @@ class PartitionEstimate:
 def _energy_parts(model: ResidualEnergy, z: torch.Tensor):
     """``E(z)``, ``∇E(z)``, ``log q(z)``, ``∇log q(z)``: every tempered energy
     ``U_β = βE - log q`` and its gradient are linear combinations of these."""
-    with torch.enable_grad():
-        z = z.detach().requires_grad_(True)
-        learned = model.energy(z)
-        (grad_learned,) = torch.autograd.grad(learned.sum(), z)
-        log_base = model.base.log_prob(z)
-        (grad_log_base,) = torch.autograd.grad(log_base.sum(), z)
-    return learned.detach(), grad_learned, log_base.detach(), grad_log_base
+    learned, grad_learned = energy_and_grad(model.energy, z)
+    log_base, grad_log_base = autograd_value_and_grad(model.base, z)
+    return learned, grad_learned, log_base, grad_log_base
 
 
 def ais_log_partition(
