@@ -14,6 +14,8 @@ import time
 
 from torch import nn
 
+from skebm.samplers._base import energy_and_grad, langevin_update
+
 __all__ = ["EpochProgress", "SamplingProgress"]
 
 
@@ -127,6 +129,16 @@ class _CountingEnergy(nn.Module):
     def forward(self, x):
         self._bar.update(1)
         return self.energy(x)
+
+    # The samplers' fast paths go through to the energy's own (hand-written or
+    # compiled) kernels, so reporting never changes which kernels run.
+    def value_and_grad(self, x):
+        self._bar.update(1)
+        return energy_and_grad(self.energy, x)
+
+    def langevin_update(self, x, noise, step, noise_scale):
+        self._bar.update(1)
+        return langevin_update(self.energy, x, noise, step, noise_scale)
 
 
 class SamplingProgress:

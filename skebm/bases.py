@@ -20,6 +20,8 @@ from sklearn.utils.validation import check_scalar
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from skebm.utils._torch import autograd_value_and_grad
+
 __all__ = [
     "BASE_PARAMS",
     "BaseDensity",
@@ -55,6 +57,18 @@ class BaseDensity(nn.Module):
         """``n_samples`` exact draws, on the density's device and dtype."""
         raise NotImplementedError
 
+    def log_prob_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log q(z)`` and its gradient ``∇ log q(z)``, detached.
+
+        By autograd here; subclasses with a closed form override it and set
+        :attr:`has_closed_form_gradient`.
+        """
+        return autograd_value_and_grad(self.log_prob, z)
+
+    #: Whether :meth:`log_prob_and_grad` is plain tensor code (no autograd), which
+    #: ``torch.compile`` traces.
+    has_closed_form_gradient: bool = False
+
     def bounds(self, width: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
         """A box holding all but a negligible part of the mass (per feature)."""
         raise NotImplementedError
@@ -83,6 +97,12 @@ class StandardNormalDensity(BaseDensity):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return -0.5 * (z * z).sum(-1) - 0.5 * self.n_features * _LOG_2PI
+
+    has_closed_form_gradient = True
+
+    def log_prob_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = z.detach()
+        return self.log_prob(z), -z
 
     def sample(self, n_samples: int, *, generator: torch.Generator) -> torch.Tensor:
         ref = self._anchor
@@ -148,6 +168,21 @@ class GaussianMixtureDensity(BaseDensity):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         y = torch.einsum("bd,kde->bke", z, self.precision_tril) - self._shift
         return torch.logsumexp(self._log_norm - 0.5 * (y * y).sum(-1), dim=-1)
+
+    has_closed_form_gradient = True
+
+    def log_prob_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # With y_k = z P_k - s_k and a_k = log w_k N_k(z): ∇a_k = -P_k y_k, and
+        # ∇ log q = Σ_k softmax(a)_k ∇a_k.
+        with torch.no_grad():
+            y = torch.einsum("bd,kde->bke", z, self.precision_tril) - self._shift
+            a = self._log_norm - 0.5 * (y * y).sum(-1)
+            log_q = torch.logsumexp(a, dim=-1)
+            responsibilities = torch.exp(a - log_q.unsqueeze(-1))
+            grad = -torch.einsum(
+                "bke,kde->bd", responsibilities.unsqueeze(-1) * y, self.precision_tril
+            )
+        return log_q, grad
 
     def sample(self, n_samples: int, *, generator: torch.Generator) -> torch.Tensor:
         # Components by inverse CDF and every component's candidate gathered: no host

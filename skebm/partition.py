@@ -24,11 +24,7 @@ from sklearn.utils.validation import check_scalar
 from skebm.energies.residual import ResidualEnergy
 from skebm.samplers import energy_and_grad
 from skebm.samplers.langevin import mala_accept, mala_proposal
-from skebm.utils._torch import (
-    autograd_value_and_grad,
-    evaluate_in_chunks,
-    frozen_parameters,
-)
+from skebm.utils._torch import evaluate_in_chunks, frozen_parameters
 
 __all__ = [
     "PartitionEstimate",
@@ -52,7 +48,7 @@ def _energy_parts(model: ResidualEnergy, z: torch.Tensor):
     """``E(z)``, ``∇E(z)``, ``log q(z)``, ``∇log q(z)``: every tempered energy
     ``U_β = βE - log q`` and its gradient are linear combinations of these."""
     learned, grad_learned = energy_and_grad(model.energy, z)
-    log_base, grad_log_base = autograd_value_and_grad(model.base, z)
+    log_base, grad_log_base = model.base.log_prob_and_grad(z)
     return learned, grad_learned, log_base, grad_log_base
 
 

@@ -99,15 +99,19 @@ def test_a_step_size_schedule_compiles_the_langevin_update_once():
 
 def test_an_energys_closed_form_gradient_is_what_gets_compiled():
     backend, graphs = _recording_backend()
-    energy = _mlp()
+    # The estimator's model: the MLP over a Gaussian-mixture base, both closed forms.
+    base = GaussianMixtureDensity(
+        [0.3, 0.7], [[0.0, 0.0], [2.0, 1.0]], [np.eye(2), 0.5 * np.eye(2)]
+    ).float()
+    energy = ResidualEnergy(_mlp(), base)
     x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
     noise = torch.randn(16, 2, generator=torch.Generator().manual_seed(1))
     update = compile_langevin_update(energy, backend=backend)
     torch.testing.assert_close(
         update(x, noise, 0.1, 0.2), langevin_update(energy, x, noise, 0.1, 0.2)
     )
-    # The traced graph is MLPEnergy.langevin_update (its explicit backward op), not
-    # autograd's graph of forward.
+    # The traced graph is the hand-written pass (MLPEnergy's explicit backward op),
+    # not autograd's graph of forward.
     targets = {str(node.target) for node in graphs[-1].graph.nodes}
     assert any("silu_backward" in target for target in targets)
 

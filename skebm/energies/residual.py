@@ -53,15 +53,16 @@ class ResidualEnergy(nn.Module):
         :func:`skebm.samplers.energy_and_grad`).
 
         When the learned energy has its own ``value_and_grad`` (the MLP's
-        hand-written one, or a compiled one), it is used for ``E`` and autograd
-        only differentiates the base; otherwise one autograd pass covers ``U``.
+        hand-written one, or a compiled one), it is used for ``E`` and the base
+        supplies its own gradient (:meth:`BaseDensity.log_prob_and_grad`); otherwise
+        one autograd pass covers ``U``.
         """
         if self.base is None:
             return energy_and_grad(self.energy, x)
         if getattr(self.energy, "value_and_grad", None) is None:
             return autograd_value_and_grad(self, x)
         value, grad = self.energy.value_and_grad(x)
-        log_q, grad_log_q = autograd_value_and_grad(self.base, x)
+        log_q, grad_log_q = self.base.log_prob_and_grad(x)
         return value - log_q, grad - grad_log_q
 
     def langevin_update(
@@ -78,18 +79,16 @@ class ResidualEnergy(nn.Module):
         if getattr(self.energy, "langevin_update", None) is None:
             _, grad = self.value_and_grad(x)
             return langevin_move(x, grad, noise, step, noise_scale)
-        _, grad_log_q = autograd_value_and_grad(self.base, x)
+        _, grad_log_q = self.base.log_prob_and_grad(x)
         moved = self.energy.langevin_update(x, noise, step, noise_scale)
         return moved + step * grad_log_q
 
     @property
     def has_closed_form_gradient(self) -> bool:
         """Whether the fast path is plain tensor code ``torch.compile`` traces:
-        a flat base and an energy with a closed-form gradient (the base's gradient
-        needs autograd)."""
-        return self.base is None and getattr(
-            self.energy, "has_closed_form_gradient", False
-        )
+        the energy's and the base's gradients are both closed forms."""
+        base_ok = self.base is None or self.base.has_closed_form_gradient
+        return base_ok and getattr(self.energy, "has_closed_form_gradient", False)
 
     def sample_base(
         self, n_samples: int, *, generator: torch.Generator, like: torch.Tensor
