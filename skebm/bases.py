@@ -60,10 +60,18 @@ class BaseDensity(nn.Module):
     def log_prob_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``log q(z)`` and its gradient ``∇ log q(z)``, detached.
 
-        By autograd here; subclasses with a closed form override it and set
-        :attr:`has_closed_form_gradient`.
+        By autograd here; subclasses with a closed form override it (and
+        :meth:`grad_log_prob`) and set :attr:`has_closed_form_gradient`.
         """
         return autograd_value_and_grad(self.log_prob, z)
+
+    def grad_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``∇ log q(z)`` alone, detached: what a Langevin move needs.
+
+        Defaults to :meth:`log_prob_and_grad`; a closed form may skip work that
+        only the value needs.
+        """
+        return self.log_prob_and_grad(z)[1]
 
     #: Whether :meth:`log_prob_and_grad` is plain tensor code (no autograd), which
     #: ``torch.compile`` traces.
@@ -103,6 +111,9 @@ class StandardNormalDensity(BaseDensity):
     def log_prob_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = z.detach()
         return self.log_prob(z), -z
+
+    def grad_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return -z.detach()
 
     def sample(self, n_samples: int, *, generator: torch.Generator) -> torch.Tensor:
         ref = self._anchor
@@ -159,30 +170,45 @@ class GaussianMixtureDensity(BaseDensity):
         self.register_buffer(
             "_shift", torch.einsum("kd,kde->ke", means, precision_tril)
         )
+        # Every component's P side by side, (d, k*d): one matrix product whitens a
+        # batch for all components at once.
+        self.register_buffer(
+            "_whitening",
+            precision_tril.transpose(0, 1).reshape(self.n_features, -1),
+        )
         self.register_buffer("_cdf", torch.cumsum(log_weights.exp(), 0))
 
     @property
     def n_components(self) -> int:
         return int(self.means.shape[0])
 
+    # With u_k = s_k - z P_k (s_k = mu_k P_k), the log of each weighted component
+    # is a_k = log w_k N_k(z) = c_k - |u_k|^2 / 2, so ∇a_k = u_k P_k^T and
+    # ∇ log q = Σ_k softmax(a)_k ∇a_k.
+
+    def _whitened(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``u`` of shape (batch, k, d) and ``a`` of shape (batch, k)."""
+        u = torch.sub(self._shift.reshape(-1), z @ self._whitening)
+        u = u.view(z.shape[0], self.n_components, self.n_features)
+        return u, torch.add(self._log_norm, (u * u).sum(-1), alpha=-0.5)
+
+    def _grad(self, u: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        weighted = torch.softmax(a, dim=-1).unsqueeze(-1) * u
+        return weighted.view(u.shape[0], -1) @ self._whitening.T
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        y = torch.einsum("bd,kde->bke", z, self.precision_tril) - self._shift
-        return torch.logsumexp(self._log_norm - 0.5 * (y * y).sum(-1), dim=-1)
+        return torch.logsumexp(self._whitened(z)[1], dim=-1)
 
     has_closed_form_gradient = True
 
     def log_prob_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # With y_k = z P_k - s_k and a_k = log w_k N_k(z): ∇a_k = -P_k y_k, and
-        # ∇ log q = Σ_k softmax(a)_k ∇a_k.
         with torch.no_grad():
-            y = torch.einsum("bd,kde->bke", z, self.precision_tril) - self._shift
-            a = self._log_norm - 0.5 * (y * y).sum(-1)
-            log_q = torch.logsumexp(a, dim=-1)
-            responsibilities = torch.exp(a - log_q.unsqueeze(-1))
-            grad = -torch.einsum(
-                "bke,kde->bd", responsibilities.unsqueeze(-1) * y, self.precision_tril
-            )
-        return log_q, grad
+            u, a = self._whitened(z)
+            return torch.logsumexp(a, dim=-1), self._grad(u, a)
+
+    def grad_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self._grad(*self._whitened(z))
 
     def sample(self, n_samples: int, *, generator: torch.Generator) -> torch.Tensor:
         # Components by inverse CDF and every component's candidate gathered: no host

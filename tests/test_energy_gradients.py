@@ -1,14 +1,18 @@
 """Hand-written energy gradients (the samplers' fast path) equal autograd's."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from skebm.bases import BaseDensity, GaussianMixtureDensity, StandardNormalDensity
 from skebm.energies import MLPEnergy, ResidualEnergy
 from skebm.energies.mlp import ACTIVATIONS
 from skebm.samplers import MALA, Langevin, energy_and_grad, langevin_update
+from skebm.samplers._base import langevin_move
 from skebm.utils._torch import autograd_value_and_grad
 
 
@@ -38,11 +42,14 @@ def test_mlp_closed_form_gradient_equals_autograd(activation, hidden, dtype):
     torch.testing.assert_close(grad, expected_grad, **_tolerance(dtype))
     assert not value.requires_grad and not grad.requires_grad
     noise = torch.randn_like(x)
-    torch.testing.assert_close(
-        energy.langevin_update(x, noise, 0.1, 0.3),
-        x - 0.1 * expected_grad + 0.3 * noise,
-        **_tolerance(dtype),
-    )
+    expected_move = x - 0.1 * expected_grad + 0.3 * noise
+    # Numbers and 0-d tensors (as compiled callers pass them) take different paths.
+    for step, scale in [(0.1, 0.3), (torch.tensor(0.1, dtype=dtype), 0.3)]:
+        torch.testing.assert_close(
+            energy.langevin_update(x, noise, step, scale),
+            expected_move,
+            **_tolerance(dtype),
+        )
 
 
 def test_mlp_closed_form_gradient_is_not_a_view_of_the_weights():
@@ -100,6 +107,9 @@ def test_base_closed_form_gradient_equals_autograd(base, dtype):
     torch.testing.assert_close(log_q, expected[0], **_tolerance(dtype))
     torch.testing.assert_close(grad, expected[1], **_tolerance(dtype))
     assert torch.isfinite(grad).all()
+    grad_only = base.grad_log_prob(z.requires_grad_(True))
+    torch.testing.assert_close(grad_only, expected[1], **_tolerance(dtype))
+    assert not grad_only.requires_grad
 
 
 def _base():
@@ -117,6 +127,50 @@ class _AutogradOnly(nn.Module):
 
     def forward(self, x):
         return self.mlp(x)
+
+
+class _ComputeOps(TorchDispatchMode):
+    """Counts the aten ops that run a kernel (views and aliases excluded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        alias = func._schema.returns[0].alias_info if func._schema.returns else None
+        if alias is None or alias.is_write:
+            self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_mlp_langevin_move_runs_fewer_kernels_than_autograd():
+    # Each kernel is a launch: on a GPU, a small network's step costs about its
+    # number of launches, eager or in a CUDA graph.
+    energy = _mlp(2, (128, 128))
+    x, noise = torch.randn(256, 2), torch.randn(256, 2)
+    with _ComputeOps() as hand_written:
+        energy.langevin_update(x, noise, 0.01, 0.1)
+    with _ComputeOps() as autograd:
+        langevin_move(x, autograd_value_and_grad(energy, x)[1], noise, 0.01, 0.1)
+    # The output layer's value and the last activation are skipped, and the
+    # output row is broadcast (no outer product).
+    assert hand_written.counts == Counter(
+        addmm=2, silu=1, silu_backward=2, mm=2, add=1, add_=1
+    )
+    # Autograd (torch 2.13): 13 kernels, adding ones_like, the output layer, the
+    # outer product and the last activation.
+    assert sum(autograd.counts.values()) >= sum(hand_written.counts.values()) + 4
+
+
+def test_mixture_gradient_is_a_few_kernels_for_any_number_of_components():
+    # One product whitens the batch for every component, a softmax weighs them
+    # and one product maps back: no per-component kernels, no logsumexp.
+    z = torch.randn(256, 2)
+    for n_components in (1, 9):
+        base = _random_mixture(n_components, 2, torch.float32)
+        with _ComputeOps() as ops:
+            base.grad_log_prob(z)
+        assert ops.counts == Counter(mm=2, sub=1, mul=2, sum=1, add=1, _softmax=1)
 
 
 @pytest.mark.parametrize("energy", [_mlp(2, (16, 16)), _AutogradOnly()], ids=repr)

@@ -79,9 +79,11 @@ class ResidualEnergy(nn.Module):
         if getattr(self.energy, "langevin_update", None) is None:
             _, grad = self.value_and_grad(x)
             return langevin_move(x, grad, noise, step, noise_scale)
-        _, grad_log_q = self.base.log_prob_and_grad(x)
+        grad_log_q = self.base.grad_log_prob(x)
         moved = self.energy.langevin_update(x, noise, step, noise_scale)
-        return moved + step * grad_log_q
+        if torch.is_tensor(step):
+            return moved + step * grad_log_q
+        return torch.add(moved, grad_log_q, alpha=step)
 
     @property
     def has_closed_form_gradient(self) -> bool:
