@@ -73,8 +73,8 @@ class BaseDensity(nn.Module):
         """
         return self.log_prob_and_grad(z)[1]
 
-    #: Whether :meth:`log_prob_and_grad` is plain tensor code (no autograd), which
-    #: ``torch.compile`` traces.
+    #: Whether :meth:`log_prob_and_grad` and :meth:`grad_log_prob` are plain tensor
+    #: code (no autograd), which ``torch.compile`` traces.
     has_closed_form_gradient: bool = False
 
     def bounds(self, width: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
@@ -171,12 +171,16 @@ class GaussianMixtureDensity(BaseDensity):
             "_shift", torch.einsum("kd,kde->ke", means, precision_tril)
         )
         # Every component's P side by side, (d, k*d): one matrix product whitens a
-        # batch for all components at once.
+        # batch for all components at once. Not saved: rebuilt when loading.
         self.register_buffer(
-            "_whitening",
-            precision_tril.transpose(0, 1).reshape(self.n_features, -1),
+            "_whitening", _side_by_side(precision_tril), persistent=False
         )
         self.register_buffer("_cdf", torch.cumsum(log_weights.exp(), 0))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        with torch.no_grad():
+            self._whitening.copy_(_side_by_side(self.precision_tril))
 
     @property
     def n_components(self) -> int:
@@ -189,12 +193,12 @@ class GaussianMixtureDensity(BaseDensity):
     def _whitened(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``u`` of shape (batch, k, d) and ``a`` of shape (batch, k)."""
         u = torch.sub(self._shift.reshape(-1), z @ self._whitening)
-        u = u.view(z.shape[0], self.n_components, self.n_features)
+        u = u.unflatten(-1, (self.n_components, self.n_features))
         return u, torch.add(self._log_norm, (u * u).sum(-1), alpha=-0.5)
 
     def _grad(self, u: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         weighted = torch.softmax(a, dim=-1).unsqueeze(-1) * u
-        return weighted.view(u.shape[0], -1) @ self._whitening.T
+        return weighted.flatten(-2) @ self._whitening.T
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(self._whitened(z)[1], dim=-1)
@@ -245,6 +249,11 @@ class GaussianMixtureDensity(BaseDensity):
             )
         )
         return (means - width * sd).min(0), (means + width * sd).max(0)
+
+
+def _side_by_side(precision_tril: torch.Tensor) -> torch.Tensor:
+    """``(k, d, d)`` factors ``P_k`` as one ``(d, k*d)`` matrix ``[P_1 ... P_k]``."""
+    return precision_tril.transpose(0, 1).reshape(precision_tril.shape[1], -1)
 
 
 def _max_components(n_samples: int, n_features: int, covariance_type: str) -> int:

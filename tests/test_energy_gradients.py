@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from skebm.bases import BaseDensity, GaussianMixtureDensity, StandardNormalDensity
@@ -112,6 +113,32 @@ def test_base_closed_form_gradient_equals_autograd(base, dtype):
     assert not grad_only.requires_grad
 
 
+def test_mixture_density_and_gradient_match_torch_distributions():
+    base = _random_mixture(4, 3, torch.float64)
+    reference = MixtureSameFamily(
+        Categorical(logits=base.log_weights),
+        MultivariateNormal(base.means, scale_tril=base.scale_tril),
+    )
+    z = 2 * torch.randn(128, 3, dtype=torch.float64)
+    expected_log_q, expected_grad = autograd_value_and_grad(reference.log_prob, z)
+    log_q, grad = base.log_prob_and_grad(z)
+    torch.testing.assert_close(base.log_prob(z), expected_log_q)
+    torch.testing.assert_close(log_q, expected_log_q)
+    torch.testing.assert_close(grad, expected_grad)
+    torch.testing.assert_close(base.grad_log_prob(z), expected_grad)
+
+
+def test_mixture_rebuilds_what_it_derives_when_loaded():
+    fitted = _random_mixture(4, 3, torch.float64, seed=0)
+    state = fitted.state_dict()
+    assert "_whitening" not in state  # derived from precision_tril, not saved
+    loaded = _random_mixture(4, 3, torch.float64, seed=1)
+    loaded.load_state_dict(state)
+    z = torch.randn(64, 3, dtype=torch.float64)
+    torch.testing.assert_close(loaded.log_prob(z), fitted.log_prob(z))
+    torch.testing.assert_close(loaded.grad_log_prob(z), fitted.grad_log_prob(z))
+
+
 def _base():
     return GaussianMixtureDensity(
         [0.4, 0.6], [[0.0, 0.0], [1.5, -1.0]], [np.eye(2), 0.3 * np.eye(2)]
@@ -153,10 +180,10 @@ def test_mlp_langevin_move_runs_fewer_kernels_than_autograd():
     with _ComputeOps() as autograd:
         langevin_move(x, autograd_value_and_grad(energy, x)[1], noise, 0.01, 0.1)
     # The output layer's value and the last activation are skipped, and the
-    # output row is broadcast (no outer product).
-    assert hand_written.counts == Counter(
-        addmm=2, silu=1, silu_backward=2, mm=2, add=1, add_=1
-    )
+    # output row is broadcast (no outer product): on torch 2.13, addmm x2, silu,
+    # silu_backward x2, mm x2, add and add_.
+    assert sum(hand_written.counts.values()) <= 9
+    assert "ones_like" not in hand_written.counts
     # Autograd (torch 2.13): 13 kernels, adding ones_like, the output layer, the
     # outer product and the last activation.
     assert sum(autograd.counts.values()) >= sum(hand_written.counts.values()) + 4
@@ -166,11 +193,15 @@ def test_mixture_gradient_is_a_few_kernels_for_any_number_of_components():
     # One product whitens the batch for every component, a softmax weighs them
     # and one product maps back: no per-component kernels, no logsumexp.
     z = torch.randn(256, 2)
+    totals = []
     for n_components in (1, 9):
         base = _random_mixture(n_components, 2, torch.float32)
         with _ComputeOps() as ops:
             base.grad_log_prob(z)
-        assert ops.counts == Counter(mm=2, sub=1, mul=2, sum=1, add=1, _softmax=1)
+        # On torch 2.13: mm x2, sub, mul x2, sum, add and _softmax.
+        assert "logsumexp" not in ops.counts
+        totals.append(sum(ops.counts.values()))
+    assert totals[0] == totals[1] <= 8
 
 
 @pytest.mark.parametrize("energy", [_mlp(2, (16, 16)), _AutogradOnly()], ids=repr)
