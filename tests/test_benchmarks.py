@@ -10,7 +10,9 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["speed.py", "throughput.py", "scaling.py"])
+@pytest.mark.parametrize(
+    "script", ["speed.py", "throughput.py", "scaling.py", "quality.py"]
+)
 def test_benchmark_quick_mode_runs(script):
     args = (
         ["--quick"]
