@@ -66,7 +66,7 @@ class Workload:
 def make_mlp(n_features, hidden, seed=0) -> nn.Module:
     """skebm's MLP with a random (not zero) output layer, so gradients are real."""
     torch.manual_seed(seed)
-    mlp = MLPEnergy(n_features, hidden)
+    mlp = MLPEnergy(n_features, hidden, fourier_features=0)
     out = mlp.layers[-1]
     nn.init.normal_(out.weight, std=1.0 / math.sqrt(hidden[-1]))
     return mlp

@@ -17,9 +17,9 @@ from skebm.samplers._base import langevin_move
 from skebm.utils._torch import autograd_value_and_grad
 
 
-def _mlp(n_features, hidden, activation="silu", dtype=torch.float32, seed=0):
+def _mlp(n_features, hidden, activation="silu", dtype=torch.float32, seed=0, **params):
     torch.manual_seed(seed)
-    mlp = MLPEnergy(n_features, hidden, activation=activation).to(dtype)
+    mlp = MLPEnergy(n_features, hidden, activation=activation, **params).to(dtype)
     nn.init.normal_(mlp.layers[-1].weight, std=0.5)
     nn.init.normal_(mlp.layers[-1].bias, std=0.5)
     return mlp
@@ -29,11 +29,12 @@ def _tolerance(dtype):
     return {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {}
 
 
+@pytest.mark.parametrize("fourier", [0, 5], ids=["plain", "fourier"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("hidden", [(), (16,), (32, 8, 4)], ids=str)
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-def test_mlp_closed_form_gradient_equals_autograd(activation, hidden, dtype):
-    energy = _mlp(3, hidden, activation, dtype)
+def test_mlp_closed_form_gradient_equals_autograd(activation, hidden, dtype, fourier):
+    energy = _mlp(3, hidden, activation, dtype, fourier_features=fourier)
     assert energy._closed_form_plan() is not None
     # Wide inputs reach every branch (ReLU's kink, softplus's linear threshold).
     x = 4 * torch.randn(64, 3, dtype=dtype, generator=torch.Generator().manual_seed(1))
@@ -51,6 +52,25 @@ def test_mlp_closed_form_gradient_equals_autograd(activation, hidden, dtype):
             expected_move,
             **_tolerance(dtype),
         )
+
+
+def test_fourier_features_are_the_input_and_its_sines_and_cosines():
+    torch.manual_seed(0)
+    energy = MLPEnergy(2, (8,), fourier_features=3, fourier_scale=2.0)
+    B = energy.features.frequencies
+    assert B.shape == (2, 3) and not B.requires_grad
+    assert "features.frequencies" in energy.state_dict()  # saved with the weights
+    x = torch.randn(5, 2)
+    features = energy.features(x)
+    torch.testing.assert_close(
+        features, torch.cat([x, torch.sin(x @ B), torch.cos(x @ B)], 1)
+    )
+    assert energy.layers[0].in_features == 2 + 2 * 3
+    assert energy(x).abs().max().item() == 0.0  # still starts at exactly zero
+    assert (
+        "features.frequencies"
+        not in MLPEnergy(2, (8,), fourier_features=0).state_dict()
+    )
 
 
 def test_mlp_closed_form_gradient_is_not_a_view_of_the_weights():
@@ -173,7 +193,7 @@ class _ComputeOps(TorchDispatchMode):
 def test_mlp_langevin_move_runs_fewer_kernels_than_autograd():
     # Each kernel is a launch: on a GPU, a small network's step costs about its
     # number of launches, eager or in a CUDA graph.
-    energy = _mlp(2, (128, 128))
+    energy = _mlp(2, (128, 128), fourier_features=0)
     x, noise = torch.randn(256, 2), torch.randn(256, 2)
     with _ComputeOps() as hand_written:
         energy.langevin_update(x, noise, 0.01, 0.1)

@@ -10,7 +10,7 @@ from torch import nn
 from skebm.samplers._base import langevin_move
 from skebm.utils._torch import autograd_value_and_grad
 
-__all__ = ["ACTIVATIONS", "MLPEnergy"]
+__all__ = ["ACTIVATIONS", "FourierFeatures", "MLPEnergy"]
 
 _aten = torch.ops.aten
 
@@ -22,6 +22,60 @@ ACTIVATIONS = {
     "elu": nn.ELU,
     "relu": nn.ReLU,
 }
+
+
+class FourierFeatures(nn.Module):
+    """Random Fourier features ``[x, sin(xB), cos(xB)]`` of an input ``x``.
+
+    The frequencies ``B`` (shape ``(n_features, n_frequencies)``) are drawn once
+    from ``N(0, scale²)`` with torch's random generator (the estimator seeds it
+    locally) and kept as a buffer: they are saved with the module, not trained.
+    They let a network express corrections that change over a length of about
+    ``1 / scale`` in standardised units, which a plain MLP learns slowly
+    (Tancik et al., 2020).
+
+    Parameters
+    ----------
+    n_features : int
+        Input dimension.
+    n_frequencies : int
+        Number of frequencies; the output has ``n_features + 2 * n_frequencies``
+        columns.
+    scale : float
+        Standard deviation of the frequencies.
+
+    References
+    ----------
+    Tancik, M. et al. (2020). Fourier features let networks learn high frequency
+    functions in low dimensional domains. NeurIPS.
+    """
+
+    def __init__(self, n_features: int, n_frequencies: int, scale: float):
+        super().__init__()
+        self.register_buffer(
+            "frequencies", scale * torch.randn(int(n_features), int(n_frequencies))
+        )
+
+    @property
+    def n_outputs(self) -> int:
+        n_features, n_frequencies = self.frequencies.shape
+        return n_features + 2 * n_frequencies
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        phase = x @ self.frequencies
+        return torch.cat([x, torch.sin(phase), torch.cos(phase)], dim=-1)
+
+    def backward_input(
+        self, x: torch.Tensor, grad_output: torch.Tensor
+    ) -> torch.Tensor:
+        """``∂/∂x`` of ``⟨grad_output, features(x)⟩``: the input gradient."""
+        n_features, n_frequencies = self.frequencies.shape
+        phase = x @ self.frequencies
+        g_x, g_sin, g_cos = grad_output.split(
+            [n_features, n_frequencies, n_frequencies], dim=-1
+        )
+        mixed = g_sin * torch.cos(phase) - g_cos * torch.sin(phase)
+        return torch.addmm(g_x, mixed, self.frequencies.t())
 
 
 class MLPEnergy(nn.Module):
@@ -40,6 +94,14 @@ class MLPEnergy(nn.Module):
     activation : {"silu", "softplus", "tanh", "gelu", "elu", "relu"}, default="silu"
         Non-linearity between layers. Smooth activations are needed by score
         matching (``"relu"`` has a zero Hessian).
+    fourier_features : int, default=128
+        When positive, the network reads :class:`FourierFeatures` of its input
+        (this many random frequencies, next to the input itself) instead of the
+        input alone; 0 reads the input alone.
+    fourier_scale : float or None, default=None
+        Standard deviation of the random frequencies; None is
+        ``sqrt(2 / n_features)``, so the phases ``x·b`` of standardised inputs
+        have the same spread (about ``sqrt(2)``) in any dimension.
 
     Examples
     --------
@@ -57,6 +119,8 @@ class MLPEnergy(nn.Module):
         n_features: int,
         hidden_layer_sizes: tuple[int, ...] = (128, 128),
         activation: str = "silu",
+        fourier_features: int = 128,
+        fourier_scale: float | None = None,
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -68,6 +132,18 @@ class MLPEnergy(nn.Module):
             raise ValueError(
                 f"n_features and hidden_layer_sizes must be positive, got {sizes}."
             )
+        if fourier_scale is None:
+            fourier_scale = (2.0 / sizes[0]) ** 0.5
+        if fourier_features < 0 or not fourier_scale > 0:
+            raise ValueError(
+                "fourier_features must be >= 0 and fourier_scale > 0, got "
+                f"{fourier_features} and {fourier_scale}."
+            )
+        if fourier_features:
+            self.features = FourierFeatures(sizes[0], fourier_features, fourier_scale)
+            sizes[0] = self.features.n_outputs
+        else:
+            self.features = nn.Identity()
         layers: list[nn.Module] = []
         for fan_in, fan_out in pairwise(sizes):
             layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]
@@ -77,7 +153,7 @@ class MLPEnergy(nn.Module):
         self.layers = nn.Sequential(*layers, output)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x).squeeze(-1)
+        return self.layers(self.features(x)).squeeze(-1)
 
     def value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``E(x)`` and ``∇ₓE(x)``, detached, by a hand-written backward pass.
@@ -99,7 +175,7 @@ class MLPEnergy(nn.Module):
         plan = self._closed_form_plan()
         if plan is None:
             return autograd_value_and_grad(self, x)
-        return _closed_form(plan, x, need_value=True)
+        return _closed_form(plan, self.features, x, need_value=True)
 
     def langevin_update(
         self, x: torch.Tensor, noise: torch.Tensor, step: float, noise_scale: float
@@ -113,7 +189,7 @@ class MLPEnergy(nn.Module):
         if plan is None:
             grad = autograd_value_and_grad(self, x)[1]
         else:
-            grad = _closed_form(plan, x, need_value=False)[1]
+            grad = _closed_form(plan, self.features, x, need_value=False)[1]
         return langevin_move(x, grad, noise, step, noise_scale)
 
     @property
@@ -139,6 +215,8 @@ class MLPEnergy(nn.Module):
                 return None
         if pairs[-1][0].out_features != 1:
             return None
+        if type(self.features) not in (nn.Identity, FourierFeatures):
+            return None
         return pairs
 
 
@@ -160,10 +238,12 @@ _BACKWARD = {
 _NEEDS_OUTPUT = {nn.Tanh}
 
 
-def _closed_form(plan, x, *, need_value):
+def _closed_form(plan, features, x, *, need_value):
     hidden_layers, (output, _) = plan[:-1], plan[-1]
+    fourier = isinstance(features, FourierFeatures)
     with torch.no_grad():
-        hidden = x.detach()
+        x = x.detach()
+        hidden = features(x) if fourier else x
         saved = []  # (pre-activation z, output h or None) of each hidden layer
         for i, (linear, activation) in enumerate(hidden_layers):
             z = torch.addmm(linear.bias, hidden, linear.weight.t())
@@ -183,6 +263,8 @@ def _closed_form(plan, x, *, need_value):
             reversed(hidden_layers), reversed(saved)
         ):
             grad = _BACKWARD[type(activation)](grad, z, activation, h) @ linear.weight
-        if not hidden_layers:
+        if fourier:
+            grad = features.backward_input(x, grad)
+        elif not hidden_layers:
             grad = grad.clone()  # not a view of the weights
     return value, grad
