@@ -39,7 +39,7 @@ from torch import nn
 
 from skebm._components import build_energy
 from skebm._version import __version__
-from skebm.bases import BaseDensity, GaussianMixtureDensity, StandardNormalDensity
+from skebm.bases import BASE_CLASSES, BaseDensity
 from skebm.exceptions import (
     DeviceWarning,
     UnknownComponentError,
@@ -375,13 +375,9 @@ def _new_estimator(metadata: dict):
 
 def _empty_base(name: str, state: dict, n_features: int) -> BaseDensity:
     """A base density of the stored class and shapes, to load ``state`` into."""
-    if name == "StandardNormalDensity":
-        return StandardNormalDensity(n_features)
-    if name == "GaussianMixtureDensity":
-        k = state["means"].shape[0]
-        eye = np.tile(np.eye(n_features), (k, 1, 1))
-        return GaussianMixtureDensity(np.ones(k), np.zeros((k, n_features)), eye)
-    raise ValueError(f"Unknown base density {name!r} in the file.")
+    if name not in BASE_CLASSES:
+        raise ValueError(f"Unknown base density {name!r} in the file.")
+    return BASE_CLASSES[name]._empty(state, n_features)
 
 
 def _load_state(module: nn.Module, state: dict, what: str) -> None:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import distributions, nn
 
+from skebm.bases import DefensiveMixture
 from skebm.losses._base import BaseLoss
 from skebm.utils._sklearn_compat import HasMethods, Interval
 
@@ -72,9 +73,12 @@ class NoiseContrastiveEstimation(BaseLoss):
     logistic loss of the classifier ``G(u) - log ν`` is minimised, with
     ``G(u) = log p̃(u) - c - log p_n(u)``, ``p̃`` the model's unnormalised density and
     ``c`` a learned estimate of ``log Z`` (kept in the loss state). The noise is by
-    default the model's base density ``q``; then ``G(u) = -E(u) - c`` exactly, the
-    base cancelling. Any ``torch.distributions`` object with ``log_prob`` and
-    ``sample`` is accepted as ``noise``.
+    default the model's base density ``q`` with a share ``defensive_fraction`` of a
+    wide Gaussian mixed in (:class:`~skebm.bases.DefensiveMixture`), so noise also
+    falls where ``q`` is tiny and the energy cannot put unseen mass there; with
+    ``defensive_fraction=0`` the noise is ``q`` itself and ``G(u) = -E(u) - c``
+    exactly, the base cancelling. Any ``torch.distributions`` object with
+    ``log_prob`` and ``sample`` is accepted as ``noise`` instead.
 
     Parameters
     ----------
@@ -82,7 +86,10 @@ class NoiseContrastiveEstimation(BaseLoss):
         ``ν``, noise rows per data row.
     noise : torch.distributions.Distribution or None, default=None
         The noise density, in the estimator's standardised space; ``None`` uses
-        the base density.
+        the base density (with the defensive share).
+    defensive_fraction : float, default=0.1
+        With ``noise=None``: the share of noise drawn from ``N(0, 4·I)`` rather
+        than the base.
 
     References
     ----------
@@ -99,11 +106,13 @@ class NoiseContrastiveEstimation(BaseLoss):
     _parameter_constraints: dict = {
         "noise_ratio": [Interval(Real, 0, None, closed="neither")],
         "noise": [HasMethods(["log_prob", "sample"]), None],
+        "defensive_fraction": [Interval(Real, 0, 1, closed="left")],
     }
 
-    def __init__(self, noise_ratio=5, noise=None):
+    def __init__(self, noise_ratio=5, noise=None, defensive_fraction=0.1):
         self.noise_ratio = noise_ratio
         self.noise = noise
+        self.defensive_fraction = defensive_fraction
 
     def init_state(self, model, X, *, generator):
         return _LogNormalizer(X)
@@ -118,8 +127,14 @@ class NoiseContrastiveEstimation(BaseLoss):
                     "NoiseContrastiveEstimation needs noise= when the model has no "
                     "base density."
                 )
-            y = model.base.sample(n_noise, generator=generator)
-            log_ratio = -model.energy(torch.cat([x, y])) - c
+            if self.defensive_fraction:
+                noise = DefensiveMixture(model.base, self.defensive_fraction)
+                u = torch.cat([x, noise.sample(n_noise, generator=generator)])
+                log_noise, log_base = noise.log_probs(u)
+                log_ratio = log_base - model.energy(u) - c - log_noise
+            else:
+                y = model.base.sample(n_noise, generator=generator)
+                log_ratio = -model.energy(torch.cat([x, y])) - c
         else:
             y = draw(self.noise, n_noise, generator, like=x)
             u = torch.cat([x, y])
