@@ -144,10 +144,10 @@ print(json.dumps(json.loads(listing.stdout)["plugins"], indent=2))
 # no side effects, a normalised density, pickling, ...) on a small estimator.
 small = EnergyDensityEstimator(
     sampler="rwm",
-    energy_params={"hidden_layer_sizes": (16,)},
+    energy_params={"hidden_layer_sizes": (16,), "fourier_features": 8},
     max_iter=3,
     sample_steps=5,
-    partition_params={"n_chains": 64, "n_temperatures": 10},
+    partition_params={"n_chains": 64, "n_temperatures": 10, "n_points": 101},
     device="cpu",
 )
 for check in density_checks(small):

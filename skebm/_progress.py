@@ -90,15 +90,20 @@ class EpochProgress:
         if self.verbose == 1 and n_epochs > 0:
             self._bar = _make_bar(total=n_epochs, desc=name, unit="epoch", delay=0.0)
 
-    def epoch_done(self, epoch: int, loss: float, seconds: float) -> None:
-        """Record one finished epoch (its number, mean loss and duration)."""
+    def epoch_done(
+        self, epoch: int, loss: float, seconds: float, score: float | None = None
+    ) -> None:
+        """Record one finished epoch: its number, mean loss, duration and, with
+        early stopping, the held-out log-likelihood."""
+        held_out = "" if score is None else f", held-out={score:.4f}"
         if self.verbose >= 2:
             print(
-                f"[{self.name}] epoch {epoch}, loss={loss:.6f}, {seconds:.2f}s",
+                f"[{self.name}] epoch {epoch}, loss={loss:.6f}{held_out}, "
+                f"{seconds:.2f}s",
                 flush=True,
             )
         elif self._bar is not None:
-            self._bar.set_postfix_str(f"loss={loss:.4g}", refresh=False)
+            self._bar.set_postfix_str(f"loss={loss:.4g}{held_out}", refresh=False)
             self._bar.update(1)
 
     def close(self) -> None:

@@ -1,21 +1,33 @@
-"""The epoch loop: mini-batches, optimiser steps, divergence guard, progress.
+"""The epoch loop: mini-batches, optimiser steps, averaging, early stopping.
 
 Inside an epoch nothing synchronises with the host: the epoch's loss is
 accumulated as a tensor and read once at the end, together with a finiteness check
-of the loss and of every trained tensor. When that check fails, the parameters,
-optimiser state and loss state are restored to the end of the last finite epoch
-and training stops; the caller raises :class:`~skebm.exceptions.DivergenceError`.
+of the loss and of every trained tensor and, when there are held-out rows, their
+log-likelihood. When the finiteness check fails, the parameters, optimiser state
+and loss state are restored to the end of the last finite epoch and training stops;
+the caller raises :class:`~skebm.exceptions.DivergenceError`.
+
+With ``ema_decay > 0`` an exponential moving average of the energy's weights
+(Polyak averaging) is kept beside the trained weights; it is what is validated and
+what training ends with. With held-out rows (a
+:class:`~skebm._heldout.HeldOutLikelihood`), the epoch with the best held-out
+log-likelihood is kept (the untrained start included, so an energy that never helps
+leaves the model equal to its base), the learning rate is halved after every
+``n_iter_no_change // 3`` epochs without improvement, and training stops after
+``n_iter_no_change`` of them.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from skebm._heldout import HeldOutLikelihood
 from skebm._progress import EpochProgress
 from skebm.acceleration import CapturedTrainingStep
 
@@ -28,6 +40,10 @@ class EpochsResult:
 
     losses: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    validation_scores: list[float] = field(default_factory=list)
+    initial_score: float | None = None
+    best_score: float | None = None
+    best_epoch: int | None = None
     diverged_epoch: int | None = None
     interrupted: bool = False
     converged: bool = False
@@ -65,6 +81,48 @@ def _all_finite(modules: list[nn.Module]) -> torch.Tensor:
     return torch.stack(flags).all() if flags else torch.tensor(True)
 
 
+class _Averaging:
+    """An exponential moving average of a module's parameters, updated in place
+    with one fused kernel per step (no host synchronisation).
+
+    The decay warms up as ``min(decay, (1 + t) / (10 + t))`` at step ``t``, so a
+    short fit is not held back by the starting weights.
+    """
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.module = copy.deepcopy(module).requires_grad_(False)
+        self.decay = decay
+        self.steps = 0
+        self._source = list(module.parameters())
+        self._target = list(self.module.parameters())
+
+    def update(self) -> None:
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        self.steps += 1
+        if self._target:
+            with torch.no_grad():
+                torch._foreach_lerp_(self._target, self._source, 1.0 - decay)
+
+
+class _BestEpoch:
+    """The best held-out score so far and the weights that scored it."""
+
+    def __init__(self, module: nn.Module, score: float, tol: float):
+        self.module, self.tol = module, tol
+        self.score, self.epoch, self.stale = score, 0, 0
+        self._state = copy.deepcopy(module.state_dict())
+
+    def update(self, epoch: int, score: float) -> None:
+        if score > self.score + self.tol:
+            self.score, self.epoch, self.stale = score, epoch, 0
+            self._state = copy.deepcopy(self.module.state_dict())
+        else:
+            self.stale += 1
+
+    def restore(self) -> None:
+        self.module.load_state_dict(self._state)
+
+
 def run_epochs(
     *,
     model: nn.Module,
@@ -80,6 +138,8 @@ def run_epochs(
     tol: float | None = None,
     n_iter_no_change: int = 10,
     best_loss: float = float("inf"),
+    validation: HeldOutLikelihood | None = None,
+    ema_decay: float = 0.0,
     verbose: int = 0,
     first_epoch: int = 1,
     name: str = "EnergyDensityEstimator",
@@ -90,7 +150,9 @@ def run_epochs(
     Parameters
     ----------
     model : ResidualEnergy
-        The model; its learned energy's parameters are in ``optimizer``.
+        The model; its learned energy's parameters are in ``optimizer``. On
+        return the energy holds the weights training ends with (the averaged
+        weights of the best epoch when validating).
     loss, sampler : strategies
     loss_state : nn.Module or None
         The loss's state; its parameters are in ``optimizer`` too.
@@ -105,10 +167,18 @@ def run_epochs(
         Clip the total gradient norm of the optimised parameters to this value
         before each step (no host synchronisation); ``None``: no clipping.
     tol, n_iter_no_change : float or None, int
-        Stop when the epoch loss has not improved by ``tol`` for
-        ``n_iter_no_change`` epochs (``tol=None``: never).
+        With ``validation``: an epoch improves when its held-out score beats the
+        best by more than ``tol`` (``None``: 0); training stops after
+        ``n_iter_no_change`` epochs without improvement. Without: the same rule on
+        the training loss, and ``tol=None`` never stops.
     best_loss : float
-        Best loss so far (for ``tol``), carried across warm starts.
+        Best training loss so far (for ``tol`` without validation), carried
+        across warm starts.
+    validation : HeldOutLikelihood or None
+        Held-out rows to select the epoch on (see the module docstring).
+    ema_decay : float
+        Decay of the moving average of the energy's weights per step; 0 trains
+        and keeps the raw weights.
     verbose : int
         ``1`` shows a progress bar with the current loss, ``>= 2`` prints a
         line per epoch (see :class:`skebm._progress.EpochProgress`).
@@ -124,10 +194,19 @@ def run_epochs(
     EpochsResult
     """
     n_samples = X.shape[0]
+    averaging = _Averaging(model.energy, ema_decay) if ema_decay > 0 else None
+    kept = averaging.module if averaging is not None else model.energy
     trained = [m for m in (model.energy, loss_state) if m is not None]
-    snapshot = TrainingSnapshot(trained, optimizer)
+    snapshot = TrainingSnapshot(
+        trained + ([averaging.module] if averaging is not None else []), optimizer
+    )
     params = [p for group in optimizer.param_groups for p in group["params"]]
     result = EpochsResult()
+    best = None
+    if validation is not None:
+        result.initial_score = float(validation(kept))
+        best = _BestEpoch(kept, result.initial_score, tol or 0.0)
+    plateau = max(1, n_iter_no_change // 3)
     no_improvement = 0
     captured: dict[int, CapturedTrainingStep] = {}
 
@@ -145,16 +224,28 @@ def run_epochs(
                     like=batch,
                     max_grad_norm=max_grad_norm,
                 )
-            return step.run(batch)
-        optimizer.zero_grad(set_to_none=True)
-        value = loss(
-            model, batch, sampler=sampler, generator=generator, state=loss_state
-        )
-        value.backward()
-        if max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
-        return value.detach()
+            value = step.run(batch)
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            value = loss(
+                model, batch, sampler=sampler, generator=generator, state=loss_state
+            )
+            value.backward()
+            if max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            value = value.detach()
+        if averaging is not None:
+            averaging.update()
+        return value
+
+    def finish() -> EpochsResult:
+        if best is not None:
+            best.restore()
+            result.best_score, result.best_epoch = best.score, best.epoch
+        if averaging is not None:
+            model.energy.load_state_dict(averaging.module.state_dict())
+        return result
 
     with EpochProgress(name=name, n_epochs=n_epochs, verbose=verbose) as progress:
         for epoch in range(first_epoch, first_epoch + n_epochs):
@@ -168,19 +259,32 @@ def run_epochs(
             except KeyboardInterrupt:
                 snapshot.restore()
                 result.interrupted = True
-                return result
-            epoch_loss, finite = torch.stack(
-                [total / n_samples, _all_finite(trained).to(torch.float64)]
-            ).tolist()
-            if not (finite and torch.isfinite(torch.tensor(epoch_loss))):
+                return finish()
+            checks = [total / n_samples, _all_finite(trained).to(torch.float64)]
+            if validation is not None:
+                checks.append(validation(kept))
+            epoch_loss, finite, *score = torch.stack(checks).tolist()
+            if not (finite and math.isfinite(epoch_loss)):
                 snapshot.restore()
                 result.diverged_epoch = epoch
-                return result
+                return finish()
             snapshot.save()
             result.losses.append(epoch_loss)
             result.seconds.append(time.perf_counter() - start)
-            progress.epoch_done(epoch, epoch_loss, result.seconds[-1])
-            if tol is not None:
+            progress.epoch_done(
+                epoch, epoch_loss, result.seconds[-1], score[0] if score else None
+            )
+            if best is not None:
+                result.validation_scores.append(score[0])
+                best.update(epoch - first_epoch + 1, score[0])
+                if best.stale and best.stale % plateau == 0:
+                    for group in optimizer.param_groups:
+                        group["lr"] = group["lr"] * 0.5
+                    captured.clear()  # graphs hold the old rate: record anew
+                if best.stale >= n_iter_no_change:
+                    result.converged = True
+                    return finish()
+            elif tol is not None:
                 if epoch_loss < best_loss - tol:
                     no_improvement = 0
                 else:
@@ -188,5 +292,5 @@ def run_epochs(
                 best_loss = min(best_loss, epoch_loss)
                 if no_improvement >= n_iter_no_change:
                     result.converged = True
-                    return result
-    return result
+                    return finish()
+    return finish()

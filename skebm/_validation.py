@@ -9,14 +9,13 @@ a misspelled key fails in milliseconds rather than after ``max_iter`` epochs.
 
 from __future__ import annotations
 
-import inspect
 import re
 
 import numpy as np
 
 from skebm._components import _check_keys
 from skebm.bases import BASE_PARAMS
-from skebm.partition import ais_log_partition, grid_log_partition
+from skebm.partition import PARTITION_METHODS
 from skebm.utils._sklearn_compat import validate_data
 
 __all__ = ["check_options", "check_standardisation", "validate_samples"]
@@ -106,17 +105,6 @@ def check_standardisation(mean: np.ndarray, scale: np.ndarray) -> None:
     )
 
 
-def _keywords(function) -> list[str]:
-    return [
-        p.name
-        for p in inspect.signature(function).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "generator"
-    ]
-
-
-_PARTITION_FUNCTIONS = {"ais": ais_log_partition, "grid": grid_log_partition}
-
-
 def check_options(estimator) -> None:
     """Check the keys of ``partition_params`` and ``base_params`` before training.
 
@@ -125,12 +113,17 @@ def check_options(estimator) -> None:
     InvalidParameterError
         For an unknown key, with the closest valid spelling.
     """
-    partition = _PARTITION_FUNCTIONS[estimator.partition]
+    if estimator.partition == "auto":
+        methods = list(PARTITION_METHODS.values())
+        target = "partition='auto' (grid quadrature in d <= 2, AIS elsewhere)"
+    else:
+        methods = [PARTITION_METHODS[estimator.partition]]
+        target = f"partition={estimator.partition!r} ({methods[0][0].__name__})"
     _check_keys(
         estimator.partition_params or {},
-        _keywords(partition),
+        [key for _, keys in methods for key in keys],
         owner="partition_params",
-        target=f"partition={estimator.partition!r} ({partition.__name__})",
+        target=target,
     )
     _check_keys(
         estimator.base_params or {},

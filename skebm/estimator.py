@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from skebm._components import build_energy, resolve_strategy
+from skebm._heldout import HeldOutLikelihood
 from skebm._progress import SamplingProgress
 from skebm._training import run_epochs
 from skebm._validation import (
@@ -29,9 +30,9 @@ from skebm.acceleration import (
     attach_compiled_kernels,
     cuda_graphs_available,
 )
-from skebm.bases import fit_base
+from skebm.bases import BASE_PARAMS, fit_base
 from skebm.energies.residual import ResidualEnergy
-from skebm.exceptions import DivergenceError, VersionWarning
+from skebm.exceptions import DivergenceError, PartitionWarning, VersionWarning
 from skebm.losses import BaseLoss
 from skebm.partition import estimate_log_partition
 from skebm.persistence import save as save_estimator
@@ -58,6 +59,43 @@ SAMPLE_CHUNK = 16384
 
 #: Parameters that take sub-parameters through ``set_params(<name>__<key>=...)``.
 _STRATEGY_PARAMS = ("energy", "loss", "sampler")
+
+#: The bases ``base="auto"`` tries, each with its own trained energy.
+_AUTO_BASES = ("gaussian", "gmm", "gaussianized")
+
+#: Fewest held-out rows for early stopping; with fewer, all rows train.
+_MIN_VALIDATION = 5
+
+#: Base draws of the importance-sampling ``log Z`` that early stopping uses.
+_VALIDATION_DRAWS = 8192
+
+#: Fewest effective AIS chains for a ``log Z`` that ``base="auto"`` trusts.
+_MIN_PARTITION_ESS = 10
+
+#: Largest shortfall (nats per row) of a base's held-out score to the best base's
+#: for ``base="auto"`` to train an energy on it where ``log Z`` comes from AIS.
+_MAX_BASE_GAP = 5.0
+
+#: What one candidate base's fit produces (kept for the best candidate).
+_MODEL_ATTRIBUTES = (
+    "_partition_reliable",
+    "base_kind_",
+    "base_",
+    "energy_",
+    "loss_",
+    "sampler_",
+    "_loss_state",
+    "_optimizer_state",
+    "_train_rng_state",
+    "loss_curve_",
+    "n_iter_",
+    "diverged_",
+    "log_partition_",
+    "log_partition_stderr_",
+    "validation_scores_",
+    "best_validation_score_",
+    "base_validation_score_",
+)
 
 
 class EnergyDensityEstimator(DensityMixin, BaseEstimator):
@@ -221,14 +259,14 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "energy": [str, nn.Module, callable],
         "energy_params": [dict, None],
-        "base": [StrOptions({"gmm", "gaussian", "standard"})],
+        "base": [StrOptions({"auto", "gmm", "gaussianized", "gaussian", "standard"})],
         "base_params": [dict, None],
         "loss": [str, BaseLoss],
         "loss_params": [dict, None],
         "sampler": [str, BaseSampler],
         "sampler_params": [dict, None],
         "sample_steps": [Interval(Integral, 0, None, closed="left")],
-        "partition": [StrOptions({"ais", "grid"})],
+        "partition": [StrOptions({"auto", "ais", "grid"})],
         "partition_params": [dict, None],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "batch_size": [
@@ -239,6 +277,9 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "ema_decay": [Interval(Real, 0, 1, closed="left")],
         "device": [str],
         "dtype": [StrOptions({"float32", "float64"})],
         "compile": ["boolean"],
@@ -252,21 +293,24 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         *,
         energy="mlp",
         energy_params=None,
-        base="gmm",
+        base="auto",
         base_params=None,
         loss="nce",
         loss_params=None,
         sampler="mala",
         sampler_params=None,
         sample_steps=100,
-        partition="ais",
+        partition="auto",
         partition_params=None,
-        max_iter=200,
+        max_iter=300,
         batch_size="auto",
-        learning_rate=1e-3,
+        learning_rate=3e-3,
         max_grad_norm=None,
         tol=None,
-        n_iter_no_change=10,
+        n_iter_no_change=30,
+        early_stopping=True,
+        validation_fraction=0.1,
+        ema_decay=0.99,
         device="auto",
         dtype="float32",
         compile=False,
@@ -291,6 +335,9 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         self.max_grad_norm = max_grad_norm
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.ema_decay = ema_decay
         self.device = device
         self.dtype = dtype
         self.compile = compile
@@ -383,22 +430,24 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             self._initialize(X)
         else:
             self._prepare_continuation()
-        Z = torch.as_tensor((X - self.mean_) / self.scale_, dtype=self._dtype()).to(
-            self.device_
-        )
+        Z_train, Z_valid = self._split((X - self.mean_) / self.scale_, incremental)
         if first:
-            generator = make_generator(self.device_, self._train_seed)
-            self._loss_state = self.loss_.init_state(
-                self._model(), Z, generator=generator
-            )
-            self._train_rng_state = generator.get_state()
-        result = self._train(Z, n_epochs)
-        self.n_iter_ = result.n_epochs
-        self.diverged_ = result.diverged_epoch is not None
-        self._estimate_partition()
+            result = self._fit_bases(Z_train, Z_valid, n_epochs, incremental)
+        else:
+            result = self._fit_model(Z_train, Z_valid, n_epochs, incremental)
         if result.interrupted:
             warnings.warn(
                 "Training interrupted by user; the partly trained model is kept.",
+                stacklevel=3,
+            )
+        if not self._partition_reliable:
+            warnings.warn(
+                "The estimate of log Z rests on fewer than "
+                f"{_MIN_PARTITION_ESS} effective annealed-importance chains, so "
+                "score_samples and score may be off by more than "
+                "log_partition_stderr_ says. Raise partition_params['n_chains'] or "
+                "'n_temperatures', or use a base density closer to the data.",
+                PartitionWarning,
                 stacklevel=3,
             )
         if self.diverged_:
@@ -411,6 +460,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             )
         if (
             self.tol is not None
+            and Z_valid is None
             and not result.converged
             and n_epochs > 0
             and not incremental
@@ -425,13 +475,16 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         return self
 
     def _initialize(self, X: np.ndarray) -> None:
-        """Start a new model: standardisation, base, energy, strategies, seeds."""
+        """Start a new model: device, standardisation, seeds, the validation rows."""
         rng = check_random_state(self.random_state)
-        base_seed, energy_seed, self._train_seed, self._partition_seed = (
-            new_seed(rng) for _ in range(4)
-        )
+        (
+            self._base_seed,
+            self._energy_seed,
+            self._train_seed,
+            self._partition_seed,
+            self._split_seed,
+        ) = (new_seed(rng) for _ in range(5))
         self.device_ = resolve_device(self.device)
-        dtype = resolve_dtype(self.dtype)
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             mean = X.mean(axis=0, dtype=np.float64)
             scale = X.std(axis=0, dtype=np.float64)
@@ -442,21 +495,147 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             scale,
             1.0,
         )
-        Z = (X - self.mean_) / self.scale_
-        self.base_ = fit_base(
-            self.base, Z, self.base_params, random_state=base_seed
-        ).to(self.device_, dtype)
+
+    def _split(self, Z: np.ndarray, incremental: bool):
+        """The training rows and, with early stopping, the held-out rows.
+
+        Returns ``(Z_train, Z_valid)``; ``Z_valid`` is None when there is no
+        validation (``early_stopping=False``, ``partial_fit``, or fewer than
+        ``_MIN_VALIDATION`` held-out rows).
+        """
+        n_valid = math.ceil(self.validation_fraction * Z.shape[0])
+        if (
+            incremental
+            or not self.early_stopping
+            or n_valid < _MIN_VALIDATION
+            or Z.shape[0] - n_valid < 2
+        ):
+            return Z, None
+        order = np.random.RandomState(self._split_seed).permutation(Z.shape[0])
+        return Z[order[n_valid:]], Z[order[:n_valid]]
+
+    def _base_kinds(self, validated: bool) -> tuple[str, ...]:
+        if self.base != "auto":
+            return (self.base,)
+        return _AUTO_BASES if validated else ("gmm",)
+
+    def _fit_bases(self, Z_train, Z_valid, n_epochs: int, incremental: bool):
+        """Fit every candidate base, train an energy on each that may compete, and
+        keep the model with the best held-out log-likelihood.
+
+        Where ``log Z`` comes from AIS (``d > 2``), a base whose own held-out score
+        is more than ``_MAX_BASE_GAP`` nats per row below the best base's is not
+        refined: the energy would have to make up more than AIS can reliably
+        normalise.
+        """
+        dtype = resolve_dtype(self.dtype)
+        bases = {}
+        for kind in self._base_kinds(Z_valid is not None):
+            params = {
+                key: value
+                for key, value in (self.base_params or {}).items()
+                if key in BASE_PARAMS[kind]
+            }
+            bases[kind] = fit_base(
+                kind, Z_train, params, random_state=self._base_seed, Z_valid=Z_valid
+            ).to(self.device_, dtype)
+        if len(bases) > 1 and not self._exact_partition():
+            alone = {
+                kind: self._held_out(Z_valid, base).base_score
+                for kind, base in bases.items()
+            }
+            top = max(alone.values())
+            bases = {k: b for k, b in bases.items() if alone[k] >= top - _MAX_BASE_GAP}
+        best, best_state, best_result = (False, -math.inf), None, None
+        scores = {}
+        for kind, base in bases.items():
+            self._initialize_model(kind, base, Z_train)
+            name = type(self).__name__
+            if len(bases) > 1:
+                name += f", base {kind!r}"
+            result = self._fit_model(Z_train, Z_valid, n_epochs, incremental, name)
+            scores[kind] = self.best_validation_score_
+            # A model whose log Z rests on a handful of AIS chains may score far
+            # better than it is: it is kept only when nothing else is left.
+            score = (self._partition_reliable, self.best_validation_score_ or 0.0)
+            if best_state is None or score > best:
+                best = score
+                best_state = {name: getattr(self, name) for name in _MODEL_ATTRIBUTES}
+                best_result = result
+            if result.interrupted or result.diverged_epoch is not None:
+                break
+        for name, value in best_state.items():
+            setattr(self, name, value)
+        self.base_scores_ = scores if Z_valid is not None else None
+        return best_result
+
+    def _exact_partition(self) -> bool:
+        """Whether ``log Z`` comes from quadrature (exact) rather than AIS."""
+        return self.partition == "grid" or (
+            self.partition == "auto" and self.n_features_in_ <= 2
+        )
+
+    def _fit_model(
+        self, Z_train, Z_valid, n_epochs: int, incremental: bool, name: str = ""
+    ):
+        """Train the current model on the rows ``Z_train``, then estimate ``log Z``."""
+        train = torch.as_tensor(Z_train, dtype=self._dtype()).to(self.device_)
+        validation = self._held_out(Z_valid, self.base_)
+        result = self._train(
+            train, n_epochs, validation, incremental, name or type(self).__name__
+        )
+        self._estimate_partition()
+        self._record_validation(result, validation)
+        return result
+
+    def _initialize_model(self, kind: str, base, Z_train) -> None:
+        """Energy, strategies and training state for one candidate base."""
+        dtype = resolve_dtype(self.dtype)
+        self.base_kind_ = kind
+        self.base_ = base
         self.energy_ = build_energy(
             self.energy,
             self.energy_params,
-            n_features=X.shape[1],
-            seed=energy_seed,
+            n_features=self.n_features_in_,
+            seed=self._energy_seed,
             device=self.device_,
             dtype=dtype,
         )
         self._resolve_strategies()
         self._optimizer_state = None
         self.loss_curve_ = []
+        generator = make_generator(self.device_, self._train_seed)
+        self._loss_state = self.loss_.init_state(
+            self._model(),
+            torch.as_tensor(Z_train, dtype=dtype).to(self.device_),
+            generator=generator,
+        )
+        self._train_rng_state = generator.get_state()
+
+    def _held_out(self, Z_valid, base) -> HeldOutLikelihood | None:
+        if Z_valid is None:
+            return None
+        return HeldOutLikelihood(
+            base,
+            torch.as_tensor(Z_valid, dtype=base._reference().dtype).to(self.device_),
+            n_draws=_VALIDATION_DRAWS,
+            generator=make_generator(self.device_, self._split_seed),
+            offset=-float(np.log(self.scale_).sum()),
+        )
+
+    def _record_validation(self, result, validation) -> None:
+        """The validation curve and the final model's held-out score (with the
+        estimator's own ``log Z``)."""
+        if validation is None:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+            self.base_validation_score_ = None
+            return
+        self.validation_scores_ = [result.initial_score, *result.validation_scores]
+        self.base_validation_score_ = float(validation.base_score)
+        self.best_validation_score_ = float(
+            validation.log_likelihoods(self.energy_, self.log_partition_).mean()
+        )
 
     def _resolve_strategies(self) -> None:
         self.loss_ = resolve_strategy(
@@ -498,7 +677,9 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             return n_samples
         return self.batch_size
 
-    def _train(self, Z: torch.Tensor, n_epochs: int):
+    def _train(
+        self, Z: torch.Tensor, n_epochs: int, validation, incremental: bool, name: str
+    ):
         params = list(self.energy_.parameters())
         if self._loss_state is not None:
             params += list(self._loss_state.parameters())
@@ -530,12 +711,16 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
             best_loss=min(self.loss_curve_, default=float("inf")),
+            validation=validation,
+            ema_decay=0.0 if incremental else self.ema_decay,
             verbose=self.verbose,
             first_epoch=len(self.loss_curve_) + 1,
-            name=type(self).__name__,
+            name=name,
             capture=capture,
         )
         self.loss_curve_ = [*self.loss_curve_, *result.losses]
+        self.n_iter_ = result.n_epochs
+        self.diverged_ = result.diverged_epoch is not None
         self._optimizer_state = optimizer.state_dict()
         self._train_rng_state = generator.get_state()
         return result
@@ -547,6 +732,8 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         )
         self.log_partition_ = estimate.log_partition
         self.log_partition_stderr_ = estimate.stderr
+        ess = estimate.effective_sample_size
+        self._partition_reliable = ess is None or ess >= _MIN_PARTITION_ESS
 
     # -- inference -----------------------------------------------------------------
 

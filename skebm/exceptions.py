@@ -7,6 +7,7 @@ __all__ = [
     "DeviceWarning",
     "DivergenceError",
     "NotFittedError",
+    "PartitionWarning",
     "PluginLoadError",
     "PluginWarning",
     "SkebmWarning",
@@ -26,6 +27,11 @@ class PluginWarning(SkebmWarning):
 
 class DeviceWarning(SkebmWarning):
     """A model was moved to another device than the one it was fitted on."""
+
+
+class PartitionWarning(SkebmWarning):
+    """The estimate of ``log Z`` rests on few annealed-importance chains, so the
+    normalised scores may be off by more than its standard error says."""
 
 
 class VersionWarning(SkebmWarning):

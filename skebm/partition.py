@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -27,6 +28,7 @@ from skebm.samplers.langevin import mala_accept, mala_proposal
 from skebm.utils._torch import evaluate_in_chunks, frozen_parameters
 
 __all__ = [
+    "PARTITION_METHODS",
     "PartitionEstimate",
     "ais_log_partition",
     "estimate_log_partition",
@@ -172,7 +174,7 @@ def grid_log_partition(
     model: ResidualEnergy,
     *,
     n_points: int | None = None,
-    width: float = 8.0,
+    width: float = 6.0,
 ) -> PartitionEstimate:
     """Midpoint-rule quadrature of ``log ∫ q(z) exp(-E(z)) dz`` for ``d <= 2``.
 
@@ -183,8 +185,8 @@ def grid_log_partition(
     ----------
     model : ResidualEnergy
     n_points : int, default=None
-        Points per axis (default 20001 in 1-D, 801 in 2-D).
-    width : float, default=8.0
+        Points per axis (default 20001 in 1-D, 601 in 2-D).
+    width : float, default=6.0
         Half-width of the box in base standard deviations.
 
     Returns
@@ -199,7 +201,7 @@ def grid_log_partition(
     if d > 2:
         raise ValueError(f"Grid quadrature is available for d <= 2, got d={d}.")
     if n_points is None:
-        n_points = 20001 if d == 1 else 801
+        n_points = 20001 if d == 1 else 601
     n_points = check_scalar(n_points, "n_points", Integral, min_val=4)
     low, high = model.base.bounds(width)
     fine = _grid_log_integral(model, low, high, n_points)
@@ -230,10 +232,36 @@ def estimate_log_partition(
     generator: torch.Generator,
 ) -> PartitionEstimate:
     """Dispatch to :func:`ais_log_partition` (``"ais"``) or
-    :func:`grid_log_partition` (``"grid"``) with ``params`` as keyword arguments."""
+    :func:`grid_log_partition` (``"grid"``) with ``params`` as keyword arguments.
+
+    ``"auto"`` is exact quadrature where it is affordable (``d <= 2``) and AIS
+    elsewhere; ``params`` may then hold keys of either method, and each reads its
+    own.
+    """
     params = dict(params or {})
+    if method == "auto":
+        method = "grid" if model.base.n_features <= 2 else "ais"
+        accepted = PARTITION_METHODS[method][1]
+        params = {k: v for k, v in params.items() if k in accepted}
     if method == "ais":
         return ais_log_partition(model, generator=generator, **params)
     if method == "grid":
         return grid_log_partition(model, **params)
-    raise ValueError(f"Unknown partition method {method!r}; use 'ais' or 'grid'.")
+    raise ValueError(
+        f"Unknown partition method {method!r}; use 'auto', 'ais' or 'grid'."
+    )
+
+
+def _options(function) -> tuple[str, ...]:
+    return tuple(
+        p.name
+        for p in inspect.signature(function).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "generator"
+    )
+
+
+#: Method name -> (estimator, the names of its options).
+PARTITION_METHODS = {
+    name: (function, _options(function))
+    for name, function in (("ais", ais_log_partition), ("grid", grid_log_partition))
+}

@@ -19,6 +19,7 @@ __all__ = [
     "plot_density",
     "plot_loss_curve",
     "plot_samples",
+    "plot_validation_curve",
 ]
 
 
@@ -285,6 +286,63 @@ def plot_loss_curve(estimator_or_losses, *, ax=None, label=None):
     ax.set_ylabel("training loss")
     if label is not None:
         ax.legend()
+    return ax
+
+
+def plot_validation_curve(estimator, *, ax=None, label=None):
+    """Held-out log-likelihood per epoch, next to the base density's.
+
+    Draws ``validation_scores_`` of an estimator fitted with early stopping (epoch
+    0 is the untrained model, i.e. its base), marks the epoch that was kept, and
+    draws the base's score as a horizontal line: the gap is what the energy
+    learned.
+
+    Parameters
+    ----------
+    estimator : fitted EnergyDensityEstimator
+        Fitted with ``early_stopping=True`` (the default) on enough rows to hold
+        some out.
+    ax : matplotlib Axes, default=None
+    label : str, default=None
+        Legend label of the curve (default: the base's name).
+
+    Returns
+    -------
+    ax : Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from skebm import EnergyDensityEstimator
+    >>> from skebm.datasets import make_rings
+    >>> from skebm.plotting import plot_validation_curve
+    >>> est = EnergyDensityEstimator(max_iter=3, random_state=0).fit(make_rings(300))
+    >>> ax = plot_validation_curve(est)
+    """
+    scores = getattr(estimator, "validation_scores_", None)
+    if scores is None:
+        raise ValueError(
+            "The estimator has no validation_scores_: fit it with early_stopping=True "
+            "(the default) on enough rows to hold some out."
+        )
+    scores = np.asarray(scores, dtype=np.float64)
+    ax = _axes(ax)
+    epochs = np.arange(len(scores))
+    label = label or f"base {estimator.base_kind_!r} + energy"
+    ax.plot(epochs, scores, label=label)
+    best = int(np.argmax(scores))
+    ax.plot([best], [scores[best]], "o", color=ax.lines[-1].get_color())
+    ax.axhline(
+        estimator.base_validation_score_,
+        color="grey",
+        linestyle="--",
+        label="base alone",
+    )
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("held-out log-likelihood")
+    ax.legend()
     return ax
 
 

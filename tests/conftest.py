@@ -17,10 +17,10 @@ from skebm.plugins import reset_registry
 
 #: A configuration small enough for the 40+ fits of scikit-learn's checks.
 SMALL = dict(
-    energy_params={"hidden_layer_sizes": (16,)},
+    energy_params={"hidden_layer_sizes": (16,), "fourier_features": 8},
     max_iter=3,
     sample_steps=5,
-    partition_params={"n_chains": 64, "n_temperatures": 10},
+    partition_params={"n_chains": 64, "n_temperatures": 10, "n_points": 101},
 )
 
 

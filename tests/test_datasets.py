@@ -139,9 +139,10 @@ def test_uneven_mixture_log_density_matches_scipy():
 def test_checkerboard_density_is_flat_on_the_dark_squares():
     X, log_density = make_checkerboard(500, random_state=0, return_log_density=True)
     np.testing.assert_array_equal(log_density(X), np.log(1 / 8))
-    assert log_density(np.array([[-1.5, -0.5], [0.5, -0.5], [3.0, 0.0]])).tolist() == [
-        -np.inf
-    ] * 3
+    assert (
+        log_density(np.array([[-1.5, -0.5], [0.5, -0.5], [3.0, 0.0]])).tolist()
+        == [-np.inf] * 3
+    )
 
 
 def test_two_moons_are_independent_draws():

@@ -18,7 +18,10 @@ from tests.conftest import small_estimator
 
 
 def test_untrained_model_is_its_base(moons):
-    est = small_estimator(max_iter=0, random_state=0).fit(moons)
+    # AIS of a zero energy is exact: every chain has the same weight.
+    est = small_estimator(
+        max_iter=0, partition="ais", partition_params=None, random_state=0
+    ).fit(moons)
     assert est.log_partition_ == 0.0
     assert est.log_partition_stderr_ == 0.0
     z = torch.as_tensor((moons - est.mean_) / est.scale_, dtype=torch.float32)
@@ -180,9 +183,11 @@ def test_warm_start_continues_training(moons):
 
 
 def test_warm_start_equals_one_longer_fit(moons):
-    """Resuming is exact: 2 + 3 warm epochs give the same model as 5 epochs."""
-    long = small_estimator(max_iter=5, random_state=0).fit(moons)
-    resumed = small_estimator(max_iter=2, warm_start=True, random_state=0).fit(moons)
+    """Resuming is exact: 2 + 3 warm epochs give the same model as 5 epochs (for
+    plain training: early stopping and averaging keep a best epoch instead)."""
+    plain = dict(early_stopping=False, ema_decay=0.0, random_state=0)
+    long = small_estimator(max_iter=5, **plain).fit(moons)
+    resumed = small_estimator(max_iter=2, warm_start=True, **plain).fit(moons)
     resumed.set_params(max_iter=3).fit(moons)
     np.testing.assert_array_equal(long.loss_curve_, resumed.loss_curve_)
     np.testing.assert_array_equal(
@@ -262,21 +267,31 @@ def test_keyboard_interrupt_keeps_partly_trained_model(moons):
 
 
 def test_tol_stops_early_and_warns_when_not_reached(moons):
-    est = small_estimator(max_iter=50, tol=10.0, n_iter_no_change=2, random_state=0)
+    """Without early stopping, ``tol`` applies to the training loss."""
+    plain = dict(early_stopping=False, random_state=0)
+    est = small_estimator(max_iter=50, tol=10.0, n_iter_no_change=2, **plain)
     est.fit(moons)
     assert est.n_iter_ == 3  # the best epoch, then 2 without improvement
     from sklearn.exceptions import ConvergenceWarning
 
     with pytest.warns(ConvergenceWarning):
-        small_estimator(max_iter=2, tol=0.0, n_iter_no_change=5, random_state=0).fit(
-            moons
-        )
+        small_estimator(max_iter=2, tol=0.0, n_iter_no_change=5, **plain).fit(moons)
 
 
 def test_verbose_prints_one_line_per_epoch(moons, capsys):
-    small_estimator(max_iter=2, verbose=2, random_state=0).fit(moons)
+    small_estimator(max_iter=2, verbose=2, base="gmm", random_state=0).fit(moons)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("[EnergyDensityEstimator] epoch 1")
+    assert "held-out=" in lines[0]
+
+
+def test_verbose_names_each_candidate_base(moons, capsys):
+    small_estimator(max_iter=2, verbose=2, random_state=0).fit(moons)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 6
+    assert lines[0].startswith("[EnergyDensityEstimator, base 'gaussian'] epoch 1")
+    assert lines[2].startswith("[EnergyDensityEstimator, base 'gmm'] epoch 1")
+    assert lines[4].startswith("[EnergyDensityEstimator, base 'gaussianized'] epoch")
 
 
 def test_global_rng_untouched(moons):

@@ -106,7 +106,12 @@ def test_save_load_restores_the_model_exactly(moons, tmp_path, config):
 def test_save_load_then_warm_start_equals_one_longer_fit(moons, tmp_path):
     """The optimiser, loss state and random stream are saved: resuming a loaded
     model trains exactly as the original would have."""
-    params = dict(loss="pcd", loss_params={"n_steps": 2, "buffer_size": 100})
+    params = dict(
+        loss="pcd",
+        loss_params={"n_steps": 2, "buffer_size": 100},
+        early_stopping=False,
+        ema_decay=0.0,
+    )
     long = small_estimator(max_iter=5, random_state=0, **params).fit(moons)
     first = small_estimator(max_iter=2, warm_start=True, random_state=0, **params)
     first.fit(moons)

@@ -98,6 +98,21 @@ def test_plot_samples_and_loss_curve(fitted_2d):
     assert len(ax.patches) > 0
 
 
+def test_plot_validation_curve_draws_the_scores_the_kept_epoch_and_the_base(
+    fitted_2d,
+):
+    est, X = fitted_2d
+    ax = plotting.plot_validation_curve(est)
+    curve, kept = ax.lines[0], ax.lines[1]
+    np.testing.assert_array_equal(curve.get_ydata(), est.validation_scores_)
+    best = int(np.argmax(est.validation_scores_))
+    assert kept.get_xdata()[0] == best
+    assert ax.lines[2].get_ydata()[0] == est.base_validation_score_
+    unvalidated = small_estimator(early_stopping=False, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="early_stopping=True"):
+        plotting.plot_validation_curve(unvalidated)
+
+
 def test_autocorrelation_of_an_ar1_chain():
     # x_t = φ x_{t-1} + ε_t has autocorrelation φ^k. Bartlett's formula gives a
     # standard error of about sqrt((1+φ²)/(1-φ²)/n) = 0.0034 for one estimate

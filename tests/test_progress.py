@@ -12,6 +12,8 @@ from tests.conftest import small_estimator
 
 
 def _fit_and_sample(moons, verbose, **params):
+    # One base, so one training run to report (base="auto" reports each candidate).
+    params = {"base": "gmm", **params}
     est = small_estimator(max_iter=2, verbose=verbose, random_state=0, **params)
     est.fit(moons)
     return est, est.sample(30, random_state=0)

@@ -80,11 +80,14 @@ def test_partial_fit_equals_one_longer_fit(moons, loss):
     params = dict(loss=loss, sampler="langevin", random_state=0)
     if loss == "pcd":
         params["loss_params"] = {"n_steps": 2, "buffer_size": 200}
-    long = small_estimator(max_iter=5, **params).fit(moons)
+    # partial_fit neither holds rows out nor averages the weights; nor may fit here.
+    long = small_estimator(max_iter=5, early_stopping=False, ema_decay=0.0, **params)
+    long.fit(moons)
     incremental = small_estimator(**params)
     for _ in range(5):
         incremental.partial_fit(moons)
-    mixed = small_estimator(max_iter=2, **params).fit(moons)
+    mixed = small_estimator(max_iter=2, early_stopping=False, ema_decay=0.0, **params)
+    mixed.fit(moons)
     for _ in range(3):
         mixed.partial_fit(moons)
     for resumed in (incremental, mixed):

@@ -57,11 +57,11 @@ GAUSSIAN_COVARIANCE = np.array([[1.0, 0.5], [0.5, 0.75]])
 #: A configuration of EnergyDensityEstimator small enough for the ~60 fits of
 #: scikit-learn's checks and skebm's density checks.
 KIT_ESTIMATOR = {
-    "energy_params": {"hidden_layer_sizes": (16,)},
+    "energy_params": {"hidden_layer_sizes": (16,), "fourier_features": 8},
     "base": "gaussian",
     "max_iter": 3,
     "sample_steps": 5,
-    "partition_params": {"n_chains": 64, "n_temperatures": 10},
+    "partition_params": {"n_chains": 64, "n_temperatures": 10, "n_points": 101},
     "device": "cpu",
 }
 
