@@ -75,16 +75,19 @@ class HeldOutLikelihood:
         """The score of the base alone (``E = 0``)."""
         return self.log_base.double().mean() + self.offset
 
-    def log_partition(self, energy: nn.Module) -> torch.Tensor:
-        """The self-normalised importance-sampling ``log Z = log E_q[exp(-E)]``:
-        ``log Σ w·exp(-E) - log Σ w`` over the draws, ``w = q / proposal``, which
-        is exactly 0 for ``E = 0``."""
+    def log_partition(self, energy: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """The self-normalised importance-sampling ``log Z = log E_q[exp(-E)]``,
+        ``log Σ w·exp(-E) - log Σ w`` over the draws with ``w = q / proposal``
+        (exactly 0 for ``E = 0``), and the effective sample size of the weights
+        ``w·exp(-E)`` as a fraction of the draws: when it is small, a few draws
+        carry the estimate and mass the draws missed may be uncounted."""
         draws, log_ratio = self.draws
         with torch.no_grad():
             minus_energy = torch.cat([-energy(c) for c in draws.split(_CHUNK)])
-            return torch.logsumexp(minus_energy.double() + log_ratio, 0) - (
-                torch.logsumexp(log_ratio, 0)
-            )
+            log_weights = minus_energy.double() + log_ratio
+            total = torch.logsumexp(log_weights, 0)
+            ess = torch.exp(2 * total - torch.logsumexp(2 * log_weights, 0))
+            return total - torch.logsumexp(log_ratio, 0), ess / log_weights.shape[0]
 
     def log_likelihoods(self, energy: nn.Module, log_partition) -> torch.Tensor:
         """Per-row log-likelihoods (float64) for a given ``log Z``."""
@@ -93,6 +96,9 @@ class HeldOutLikelihood:
             return (self.log_base - learned).double() - log_partition + self.offset
 
     def __call__(self, energy: nn.Module) -> torch.Tensor:
-        """The mean held-out log-likelihood, as a 0-d float64 tensor on the device
-        (no host synchronisation)."""
-        return self.log_likelihoods(energy, self.log_partition(energy)).mean()
+        """The mean held-out log-likelihood and the importance weights' effective
+        sample size fraction, as a float64 tensor of shape (2,) on the device (no
+        host synchronisation)."""
+        log_partition, ess = self.log_partition(energy)
+        score = self.log_likelihoods(energy, log_partition).mean()
+        return torch.stack([score, ess])

@@ -12,9 +12,10 @@ With ``ema_decay > 0`` an exponential moving average of the energy's weights
 what training ends with. With held-out rows (a
 :class:`~skebm._heldout.HeldOutLikelihood`), the epoch with the best held-out
 log-likelihood is kept (the untrained start included, so an energy that never helps
-leaves the model equal to its base), the learning rate is halved after every
-``n_iter_no_change // 3`` epochs without improvement, and training stops after
-``n_iter_no_change`` of them.
+leaves the model equal to its base; an epoch whose importance-sampling ``log Z``
+rests on fewer than 1 % effective draws does not count, since it may miss mass), the
+learning rate is halved after every ``n_iter_no_change // 3`` epochs without
+improvement, and training stops after ``n_iter_no_change`` of them.
 """
 
 from __future__ import annotations
@@ -104,6 +105,11 @@ class _Averaging:
                 torch._foreach_lerp_(self._target, self._source, 1.0 - decay)
 
 
+#: Smallest effective-sample-size fraction of the held-out ``log Z``'s importance
+#: weights for an epoch to count: below it the estimate may miss mass.
+MIN_VALIDATION_ESS = 0.01
+
+
 class _BestEpoch:
     """The best held-out score so far and the weights that scored it."""
 
@@ -112,8 +118,10 @@ class _BestEpoch:
         self.score, self.epoch, self.stale = score, 0, 0
         self._state = copy.deepcopy(module.state_dict())
 
-    def update(self, epoch: int, score: float) -> None:
-        if score > self.score + self.tol:
+    def update(self, epoch: int, score: float, ess: float) -> None:
+        """An epoch improves when it beats the best by more than ``tol`` with an
+        importance-sampling estimate that does not rest on a few draws."""
+        if score > self.score + self.tol and ess >= MIN_VALIDATION_ESS:
             self.score, self.epoch, self.stale = score, epoch, 0
             self._state = copy.deepcopy(self.module.state_dict())
         else:
@@ -204,7 +212,7 @@ def run_epochs(
     result = EpochsResult()
     best = None
     if validation is not None:
-        result.initial_score = float(validation(kept))
+        result.initial_score = float(validation(kept)[0])
         best = _BestEpoch(kept, result.initial_score, tol or 0.0)
     plateau = max(1, n_iter_no_change // 3)
     no_improvement = 0
@@ -262,7 +270,7 @@ def run_epochs(
                 return finish()
             checks = [total / n_samples, _all_finite(trained).to(torch.float64)]
             if validation is not None:
-                checks.append(validation(kept))
+                checks += list(validation(kept))
             epoch_loss, finite, *score = torch.stack(checks).tolist()
             if not (finite and math.isfinite(epoch_loss)):
                 snapshot.restore()
@@ -276,7 +284,7 @@ def run_epochs(
             )
             if best is not None:
                 result.validation_scores.append(score[0])
-                best.update(epoch - first_epoch + 1, score[0])
+                best.update(epoch - first_epoch + 1, *score)
                 if best.stale and best.stale % plateau == 0:
                     for group in optimizer.param_groups:
                         group["lr"] = group["lr"] * 0.5

@@ -9,6 +9,7 @@ An untrained energy is zero, so an untrained model *is* its base.
 
 from __future__ import annotations
 
+import copy
 import math
 from numbers import Integral, Real
 
@@ -32,6 +33,7 @@ __all__ = [
     "MarginalGaussianization",
     "StandardNormalDensity",
     "fit_base",
+    "refit_base",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -732,3 +734,52 @@ def _fit_mixture(
     if covariance_type == "diag":
         covariances = np.stack([np.diag(c) for c in covariances])
     return GaussianMixtureDensity(best.weights_, best.means_, covariances)
+
+
+def refit_base(base: BaseDensity, Z: np.ndarray, params: dict | None = None):
+    """``base`` refitted to more rows ``Z``, with the same number of components.
+
+    EM starts from ``base``'s own parameters, so it refines the same solution
+    rather than finding another optimum; a Gaussianised mixture keeps its
+    Gaussianising map and refits the mixture behind it; ``N(0, I)`` has nothing to
+    refit. ``params`` are the ``base_params`` it was fitted with.
+
+    Returns
+    -------
+    base : BaseDensity
+        A float64 module on the CPU.
+    """
+    params = dict(params or {})
+    reg_covar = params.get("reg_covar", 1e-6)
+    covariance_type = params.get("covariance_type", "full")
+    base = copy.deepcopy(base).to("cpu", torch.float64)  # .to moves in place
+    if isinstance(base, GaussianizedMixtureDensity):
+        gaussian = base.transform(torch.as_tensor(Z, dtype=torch.float64))[0].numpy()
+        inner = _refit_mixture(base.inner, gaussian, reg_covar, covariance_type)
+        return GaussianizedMixtureDensity(base.transform, inner)
+    if isinstance(base, GaussianMixtureDensity):
+        return _refit_mixture(base, Z, reg_covar, covariance_type)
+    return base
+
+
+def _refit_mixture(
+    mixture: GaussianMixtureDensity, Z: np.ndarray, reg_covar, covariance_type: str
+) -> GaussianMixtureDensity:
+    tril = mixture.precision_tril.detach().numpy()
+    precisions = tril @ tril.transpose(0, 2, 1)
+    if covariance_type == "diag":
+        precisions = np.diagonal(precisions, axis1=1, axis2=2)
+    weights = mixture.log_weights.detach().exp().numpy()
+    with config_context(array_api_dispatch=False), threadpool_limits(1, "blas"):
+        gmm = _SkGaussianMixture(
+            n_components=mixture.n_components,
+            covariance_type=covariance_type,
+            reg_covar=reg_covar,
+            weights_init=weights / weights.sum(),
+            means_init=mixture.means.detach().numpy(),
+            precisions_init=precisions,
+        ).fit(Z)
+    covariances = gmm.covariances_
+    if covariance_type == "diag":
+        covariances = np.stack([np.diag(c) for c in covariances])
+    return GaussianMixtureDensity(gmm.weights_, gmm.means_, covariances)

@@ -30,7 +30,7 @@ from skebm.acceleration import (
     attach_compiled_kernels,
     cuda_graphs_available,
 )
-from skebm.bases import BASE_PARAMS, fit_base
+from skebm.bases import BASE_PARAMS, fit_base, refit_base
 from skebm.energies.residual import ResidualEnergy
 from skebm.exceptions import DivergenceError, PartitionWarning, VersionWarning
 from skebm.losses import BaseLoss
@@ -79,6 +79,7 @@ _MAX_BASE_GAP = 5.0
 #: What one candidate base's fit produces (kept for the best candidate).
 _MODEL_ATTRIBUTES = (
     "_partition_reliable",
+    "_energy_dropped",
     "base_kind_",
     "base_",
     "energy_",
@@ -102,13 +103,19 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     """Energy-based density estimator.
 
     Learns a density ``p(x) = q(x) exp(-E(x)) / Z`` where ``q`` is a normalised
-    base density fitted to the data (a Gaussian mixture by default) and ``E`` a
-    neural energy initialised at zero, so an untrained model equals its base.
-    The data are standardised internally; all results are in the user's units.
-    After training, ``log Z`` is estimated once (annealed importance sampling),
-    so :meth:`score_samples` is a normalised, deterministic log-density and
-    :meth:`score` a mean log-likelihood that ``GridSearchCV`` can compare across
-    models.
+    base density fitted to the data and ``E`` a neural energy initialised at zero,
+    so an untrained model equals its base. The data are standardised internally;
+    all results are in the user's units.
+
+    By default ``fit`` holds out ``validation_fraction`` of the rows, as
+    ``MLPRegressor`` does with ``early_stopping=True``: it trains an energy on
+    each candidate base (a Gaussian, a Gaussian mixture and a mixture on
+    Gaussianised features), stops each when its held-out log-likelihood stops
+    improving, keeps the best epoch, and keeps the base and energy that score best
+    on the held-out rows. ``log Z`` is then computed once (exact quadrature in
+    ``d <= 2``, annealed importance sampling beyond), so :meth:`score_samples` is
+    a normalised, deterministic log-density and :meth:`score` a mean
+    log-likelihood that ``GridSearchCV`` can compare across models.
 
     Training losses and MCMC samplers are strategies, chosen by registered name
     (``loss="pcd", loss_params={"n_steps": 20}``) or as instances
@@ -126,12 +133,21 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     energy_params : dict, default=None
         Keyword arguments of the energy's class or factory, e.g.
         ``{"hidden_layer_sizes": (64, 64)}``.
-    base : {"gmm", "gaussian", "standard"}, default="gmm"
-        The base density ``q``: a Gaussian mixture (components chosen by BIC), a
-        full-covariance Gaussian, or ``N(0, I)``, fitted to the standardised data.
+    base : {"auto", "gmm", "gaussianized", "gaussian", "standard"}, default="auto"
+        The base density ``q``, fitted to the standardised training rows: a
+        Gaussian mixture (components chosen on the held-out rows, or by BIC
+        without them), the same mixture on features Gaussianised one at a time
+        (:class:`~skebm.bases.GaussianizedMixtureDensity`), one full-covariance
+        Gaussian, or ``N(0, I)``. ``"auto"`` tries ``"gaussian"``, ``"gmm"`` and
+        ``"gaussianized"``, each with its own trained energy, and keeps the model
+        that scores best on the held-out rows (without held-out rows it is
+        ``"gmm"``). Where ``log Z`` comes from AIS (``d > 2``), a candidate base
+        more than 5 nats per row below the best one is not refined, and a model
+        whose ``log Z`` rests on fewer than 10 effective AIS chains is kept only
+        when nothing else is left.
     base_params : dict, default=None
         Options of the base, see :func:`skebm.bases.fit_base` (e.g.
-        ``{"n_components": 10}``).
+        ``{"n_components": 10}``); with ``"auto"`` they apply to the mixtures.
     loss : str or BaseLoss, default="nce"
         Training loss: a registered name (``"nce"``, ``"cd"``, ``"pcd"``, ``"sm"``,
         ``"dsm"``, ``"ml"``, or a plugin's) or a
@@ -146,28 +162,45 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         Constructor parameters of a named sampler.
     sample_steps : int, default=100
         Sampler steps run by :meth:`sample` from exact base draws.
-    partition : {"ais", "grid"}, default="ais"
+    partition : {"auto", "ais", "grid"}, default="auto"
         How ``log Z`` is estimated at the end of ``fit``: annealed importance
-        sampling from the base, or exact quadrature (``d <= 2`` only).
+        sampling from the base, or exact quadrature (``d <= 2`` only); ``"auto"``
+        is quadrature where it applies and AIS elsewhere.
     partition_params : dict, default=None
-        Options of the estimator, see :func:`skebm.partition.ais_log_partition`
-        and :func:`skebm.partition.grid_log_partition`.
-    max_iter : int, default=200
-        Epochs per call to :meth:`fit`.
+        Options of the ``log Z`` estimator, see
+        :func:`skebm.partition.ais_log_partition` and
+        :func:`skebm.partition.grid_log_partition`; with ``"auto"`` keys of either
+        are accepted and each method reads its own.
+    max_iter : int, default=300
+        Most epochs per call to :meth:`fit` (per candidate base).
     batch_size : int or "auto", default="auto"
         Rows per optimisation step; ``"auto"`` is ``min(256, n_samples)``.
-    learning_rate : float, default=1e-3
-        Adam's learning rate.
+    learning_rate : float, default=3e-3
+        Adam's learning rate; with early stopping it is halved after every
+        ``n_iter_no_change // 3`` epochs without improvement.
     max_grad_norm : float or None, default=None
         Clip the norm of the gradient of all trained parameters (energy and loss
         state together) to this value before each optimiser step; ``None`` does
         not clip.
     tol : float or None, default=None
-        Stop when the epoch loss has not improved by ``tol`` for
-        ``n_iter_no_change`` epochs. ``None`` always runs ``max_iter`` epochs
-        (contrastive losses are not monotone).
-    n_iter_no_change : int, default=10
-        Patience for ``tol``.
+        With early stopping: an epoch improves when its held-out log-likelihood
+        beats the best by more than ``tol`` (``None``: 0). Without: stop when the
+        training loss has not improved by ``tol`` for ``n_iter_no_change`` epochs,
+        and ``None`` always runs ``max_iter`` epochs (contrastive losses are not
+        monotone).
+    n_iter_no_change : int, default=30
+        Epochs without improvement before training stops.
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the rows (when that is at least 5
+        rows) to choose the base, the epoch and when to stop, as described above.
+        ``partial_fit`` never holds rows out.
+    validation_fraction : float, default=0.1
+        Share of the rows held out for early stopping.
+    ema_decay : float, default=0.99
+        Decay per step of the moving average of the energy's weights (Polyak
+        averaging, warmed up over the first steps) that is validated and kept;
+        ``0`` keeps the trained weights themselves. ``partial_fit`` does not
+        average.
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
         ``"mps"``. Checked at fit.
@@ -187,7 +220,8 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     warm_start : bool, default=False
         Continue from the fitted energy, optimizer state, loss state (persistent
         chains) and random stream instead of starting anew. The standardisation
-        and base density stay those of the first fit.
+        and base density stay those of the first fit; with early stopping the
+        rows passed are split again.
     random_state : int, RandomState instance or None, default=None
         Seeds a local ``torch.Generator`` in :meth:`fit`; torch's and numpy's
         global random states are not used. The same int gives the same model on
@@ -204,6 +238,22 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         The trained energy ``E``, acting on standardised inputs.
     base_ : skebm.bases.BaseDensity
         The fitted base density ``q``, on standardised inputs.
+    base_kind_ : str
+        Which base that is (``"gaussian"``, ``"gmm"``, ...): the one ``"auto"``
+        kept.
+    base_scores_ : dict or None
+        With ``base="auto"`` and held-out rows: the held-out mean log-likelihood
+        of the model trained on each candidate base (those not refined are
+        absent); ``None`` without held-out rows.
+    validation_scores_ : list of float or None
+        Held-out mean log-likelihood (nats per row, user units) of the kept
+        base's model before training and after every epoch (``log Z`` by
+        importance sampling); ``None`` without held-out rows.
+    best_validation_score_ : float or None
+        Held-out mean log-likelihood of the final model, with ``log_partition_``.
+    base_validation_score_ : float or None
+        Held-out mean log-likelihood of the base alone: the gap to
+        ``best_validation_score_`` is what the energy learned.
     loss_ : BaseLoss
         The loss used (a fresh instance, never the ``loss`` parameter itself).
     sampler_ : BaseSampler
@@ -218,7 +268,8 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         Its standard error (for ``partition="grid"``: the quadrature error
         estimate).
     n_iter_ : int
-        Epochs run by the last call to :meth:`fit` (1 after :meth:`partial_fit`).
+        Epochs run by the last call to :meth:`fit` on the kept base (1 after
+        :meth:`partial_fit`).
     loss_curve_ : list of float
         Mean training loss of every epoch, across warm starts.
     diverged_ : bool
@@ -240,7 +291,9 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     ``score_samples`` is computed in fixed-size zero-padded chunks, so a row's
     value does not depend on the other rows passed with it, and no randomness is
     used after ``fit``. ``sample`` starts chains at exact draws of the base and runs
-    ``sample_steps`` steps of the sampler.
+    ``sample_steps`` steps of the sampler. How the defaults were chosen, and where
+    they lose to ``KernelDensity``, ``GaussianMixture`` or a normalizing flow, is
+    measured by ``benchmarks/quality.py`` (see the README).
 
     Examples
     --------
@@ -254,6 +307,8 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     True
     >>> est.sample(4, random_state=0).shape
     (4, 2)
+    >>> sorted(est.base_scores_)  # the candidate bases, scored on held-out rows
+    ['gaussian', 'gaussianized', 'gmm']
     """
 
     _parameter_constraints: dict = {
@@ -440,12 +495,18 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
                 "Training interrupted by user; the partly trained model is kept.",
                 stacklevel=3,
             )
-        if not self._partition_reliable:
+        if self._energy_dropped or not self._partition_reliable:
+            outcome = (
+                "the trained energy was dropped: the model is its base density, "
+                "whose log Z is exact"
+                if self._energy_dropped
+                else "score_samples and score may be off by more than "
+                "log_partition_stderr_ says"
+            )
             warnings.warn(
-                "The estimate of log Z rests on fewer than "
+                "The estimate of log Z rested on fewer than "
                 f"{_MIN_PARTITION_ESS} effective annealed-importance chains, so "
-                "score_samples and score may be off by more than "
-                "log_partition_stderr_ says. Raise partition_params['n_chains'] or "
+                f"{outcome}. Raise partition_params['n_chains'] or "
                 "'n_temperatures', or use a base density closer to the data.",
                 PartitionWarning,
                 stacklevel=3,
@@ -567,7 +628,25 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         for name, value in best_state.items():
             setattr(self, name, value)
         self.base_scores_ = scores if Z_valid is not None else None
+        if Z_valid is not None and self.base_kind_ != "standard":
+            self._refit_base(np.concatenate([Z_train, Z_valid]))
         return best_result
+
+    def _refit_base(self, Z_all) -> None:
+        """Refit the kept base to every row, held-out ones included, then compute
+        ``log Z`` again: the energy stays, the base sees 10 % more data (as
+        ``GridSearchCV`` refits the best model). The held-out scores stay those
+        measured before."""
+        params = {
+            key: value
+            for key, value in (self.base_params or {}).items()
+            if key in BASE_PARAMS[self.base_kind_]
+        }
+        dtype = self._dtype()
+        self.base_ = refit_base(self.base_, Z_all, params).to(self.device_, dtype)
+        self._estimate_partition()
+        if not self._partition_reliable:
+            self._drop_energy()
 
     def _exact_partition(self) -> bool:
         """Whether ``log Z`` comes from quadrature (exact) rather than AIS."""
@@ -585,8 +664,34 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             train, n_epochs, validation, incremental, name or type(self).__name__
         )
         self._estimate_partition()
+        self._energy_dropped = False
+        if not self._partition_reliable and not incremental:
+            self._drop_energy()
         self._record_validation(result, validation)
         return result
+
+    def _drop_energy(self) -> None:
+        """Fall back to the base when ``log Z`` cannot be trusted.
+
+        When the energy starts at zero (the default MLP does), its untrained self
+        replaces it: the model is then its base, whose ``log Z`` is exactly 0.
+        Other energies are kept (``fit`` warns).
+        """
+        untrained = build_energy(
+            self.energy,
+            self.energy_params,
+            n_features=self.n_features_in_,
+            seed=self._energy_seed,
+            device=self.device_,
+            dtype=self._dtype(),
+        )
+        probe = self.base_.sample(256, generator=make_generator(self.device_, 0))
+        with torch.no_grad():
+            if not bool((untrained(probe) == 0).all()):
+                return
+        self.energy_ = untrained
+        self.log_partition_, self.log_partition_stderr_ = 0.0, 0.0
+        self._partition_reliable, self._energy_dropped = True, True
 
     def _initialize_model(self, kind: str, base, Z_train) -> None:
         """Energy, strategies and training state for one candidate base."""
@@ -756,15 +861,35 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         log_density : ndarray of shape (n_samples,), float64
         """
         check_is_fitted(self)
+        return self._log_density(X, self._model(), self.log_partition_)
+
+    def base_score_samples(self, X):
+        """Log-density of each row of ``X`` under the base density alone.
+
+        ``log q(z) - Σ log scale_``: what the model scores without its energy,
+        normalised and in ``X``'s units, so ``score_samples(X) -
+        base_score_samples(X)`` is what the energy adds at each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,), float64
+        """
+        check_is_fitted(self)
+        return self._log_density(X, lambda z: -self.base_.log_prob(z), 0.0)
+
+    def _log_density(self, X, total_energy, log_partition: float) -> np.ndarray:
         X = validate_samples(self, X, reset=False)
-        model = self._model()
         dtype = self._dtype()
         # Beyond sqrt(max float) the base's -|z|²/2 overflows: the density
         # underflows to zero there, so those rows get -inf (never NaN).
         limit = math.sqrt(torch.finfo(dtype).max)
 
         def log_density(z):
-            return torch.where(z.abs().amax(-1) > limit, -math.inf, -model(z))
+            return torch.where(z.abs().amax(-1) > limit, -math.inf, -total_energy(z))
 
         def standardise(rows):
             with np.errstate(over="ignore"):
@@ -773,7 +898,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         unnormalised = evaluate_in_chunks(
             log_density, X, device=self.device_, dtype=dtype, transform=standardise
         )
-        return unnormalised - self.log_partition_ - np.log(self.scale_).sum()
+        return unnormalised - log_partition - np.log(self.scale_).sum()
 
     def score(self, X, y=None):
         """Mean log-likelihood of ``X`` per row (nats), comparable across models.

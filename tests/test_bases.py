@@ -144,3 +144,39 @@ def test_unknown_options_are_refused(rings):
         fit_base("auto", rings)
     with pytest.raises(ValueError, match="increase strictly"):
         MarginalGaussianization([[0.0, 0.0]], [[0.0, 1.0]])
+
+
+@pytest.mark.parametrize("kind", ["gmm", "gaussianized", "gaussian"])
+def test_refit_keeps_the_components_and_refines_the_same_solution(kind, rings):
+    from skebm.bases import refit_base
+
+    base = fit_base(kind, rings[:2000], Z_valid=rings[2000:2300], random_state=0)
+    # Refitting to the rows it was fitted on continues EM from where it stopped:
+    # the training likelihood cannot fall (EM is monotone) and the held-out one
+    # barely moves (it would jump if EM restarted elsewhere).
+    same = refit_base(base, rings[:2000])
+    train, x = torch.as_tensor(rings[:2000]), torch.as_tensor(rings[2300:])
+    if kind == "gaussianized":
+        train = base.transform(train)[0]
+        assert same.inner.log_prob(train).mean() >= base.inner.log_prob(train).mean()
+    else:
+        assert same.log_prob(train).mean() >= base.log_prob(train).mean() - 1e-12
+    assert abs(same.log_prob(x).mean() - base.log_prob(x).mean()) < 0.02
+    more = refit_base(base, rings)
+    assert type(more) is type(base) and more.n_components == base.n_components
+    held_out = torch.as_tensor(rings[2300:])
+    # Rows it now saw score higher (they are in its training set).
+    assert more.log_prob(held_out).mean() > base.log_prob(held_out).mean()
+
+
+def test_refit_of_a_diagonal_mixture_stays_diagonal(rings):
+    from skebm.bases import refit_base
+
+    params = {"covariance_type": "diag", "n_components": 3}
+    base = fit_base("gmm", rings[:2000], params, random_state=0)
+    more = refit_base(base, rings, params)
+    covariances = more.scale_tril @ more.scale_tril.transpose(-1, -2)
+    off_diagonal = covariances - torch.diag_embed(
+        torch.diagonal(covariances, 0, -2, -1)
+    )
+    assert off_diagonal.abs().max() < 1e-12

@@ -81,8 +81,13 @@ def test_partition_auto_is_exact_quadrature_in_two_dimensions(rings):
     assert est.log_partition_ == grid.log_partition
 
 
-def test_a_log_partition_resting_on_few_chains_warns(rng):
-    X = np.vstack([rng.normal(size=(150, 3)) * 0.05 + c for c in (-2, 0, 2)])
+def _sharp_clusters(rng):
+    return np.vstack([rng.normal(size=(150, 3)) * 0.05 + c for c in (-2, 0, 2)])
+
+
+def test_a_log_partition_resting_on_few_chains_drops_the_energy(rng):
+    """A trained energy whose AIS log Z rests on a few chains is replaced by its
+    untrained (zero) self: the model falls back to its base, with an exact log Z."""
     est = small_estimator(
         max_iter=40,
         base="standard",
@@ -91,8 +96,25 @@ def test_a_log_partition_resting_on_few_chains_warns(rng):
         partition_params={"n_chains": 12, "n_temperatures": 2},
         random_state=0,
     )
-    with pytest.warns(PartitionWarning, match="effective annealed-importance"):
+    X = _sharp_clusters(rng)
+    with pytest.warns(PartitionWarning, match="the trained energy was dropped"):
         est.fit(X)
+    assert est.log_partition_ == 0.0
+    np.testing.assert_array_equal(est.score_samples(X), est.base_score_samples(X))
+
+
+def test_an_energy_that_does_not_start_at_zero_is_kept_with_a_warning(rng):
+    est = small_estimator(
+        max_iter=10,
+        base="standard",
+        energy="gaussian",
+        energy_params=None,
+        learning_rate=3e-2,
+        partition_params={"n_chains": 12, "n_temperatures": 2},
+        random_state=0,
+    )
+    with pytest.warns(PartitionWarning, match="may be off"):
+        est.fit(_sharp_clusters(rng))
 
 
 def test_a_reliable_log_partition_does_not_warn(rings):

@@ -28,6 +28,21 @@ def test_untrained_model_is_its_base(moons):
     with torch.no_grad():
         expected = est.base_.log_prob(z).double().numpy() - np.log(est.scale_).sum()
     np.testing.assert_allclose(est.score_samples(moons), expected, rtol=1e-6)
+    np.testing.assert_array_equal(
+        est.base_score_samples(moons), est.score_samples(moons)
+    )
+
+
+def test_base_score_samples_is_the_model_without_its_energy(moons):
+    est = small_estimator(max_iter=5, base="gaussian", random_state=0).fit(moons)
+    z = torch.as_tensor((moons - est.mean_) / est.scale_, dtype=torch.float32)
+    with torch.no_grad():
+        energy = est.energy_(z).double().numpy()
+    np.testing.assert_allclose(
+        est.score_samples(moons) - est.base_score_samples(moons),
+        -energy - est.log_partition_,
+        atol=1e-5,
+    )
 
 
 def test_score_is_mean_of_score_samples(moons):
