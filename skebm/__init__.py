@@ -11,7 +11,7 @@ from skebm._version import __version__
 from skebm.estimator import EnergyDensityEstimator
 from skebm.hookspecs import hookimpl
 from skebm.outlier import EnergyOutlierDetector
-from skebm.persistence import load
+from skebm.persistence import load, save
 from skebm.plugins import list_energies, list_losses, list_samplers
 
 __all__ = [
@@ -23,4 +23,5 @@ __all__ = [
     "list_losses",
     "list_samplers",
     "load",
+    "save",
 ]

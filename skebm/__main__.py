@@ -8,7 +8,7 @@ import sys
 
 
 def _plugins(args) -> int:
-    from skebm.plugins import get_registry
+    from skebm.plugins import COMPONENT_KINDS, get_registry
 
     registry = get_registry()
     plugins = [
@@ -16,7 +16,7 @@ def _plugins(args) -> int:
     ]
     components = [
         c.as_dict()
-        for kind in ("loss", "sampler", "energy")
+        for kind in COMPONENT_KINDS
         for c in registry.components(kind)
         if args.all or not c.builtin
     ]

@@ -16,7 +16,7 @@ import torch
 from sklearn.base import clone
 from torch import nn
 
-from skebm.plugins import get_registry
+from skebm.plugins import COMPONENT_KINDS, get_registry
 from skebm.utils._sklearn_compat import InvalidParameterError
 from skebm.utils._torch import seeded_construction
 
@@ -42,7 +42,7 @@ def _check_keys(params: dict, valid: list[str], *, owner: str, target: str) -> N
     )
 
 
-def resolve_strategy(spec, params: dict | None, *, kind: str, base_class: type):
+def resolve_strategy(spec, params: dict | None, *, kind: str):
     """A fresh, validated strategy instance for a ``loss`` or ``sampler`` parameter.
 
     Parameters
@@ -52,9 +52,9 @@ def resolve_strategy(spec, params: dict | None, *, kind: str, base_class: type):
     params : dict or None
         Constructor parameters for a name; must be empty for an instance.
     kind : {"loss", "sampler"}
-    base_class : type
-        ``BaseLoss`` or ``BaseSampler``.
+        A kind of :data:`skebm.plugins.COMPONENT_KINDS` with a base class.
     """
+    base_class = COMPONENT_KINDS[kind].base_class
     owner = f"{kind}_params"
     if isinstance(spec, str):
         cls = get_registry().get(kind, spec)

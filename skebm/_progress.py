@@ -14,7 +14,7 @@ import time
 
 from torch import nn
 
-from skebm.samplers._base import energy_and_grad, langevin_update
+from skebm.fast_gradient import ForwardingEnergy
 
 __all__ = ["EpochProgress", "SamplingProgress"]
 
@@ -118,32 +118,30 @@ class EpochProgress:
         self.close()
 
 
-class _CountingEnergy(nn.Module):
+class _CountingEnergy(ForwardingEnergy):
     """The wrapped energy, ticking a progress bar on every evaluation.
 
     The sampler's cost is its number of energy (and gradient) evaluations, which
     only the energy sees for every sampler; counting happens on the host and reads
-    no tensor.
+    no tensor. The fast paths go through to the energy's own (hand-written or
+    compiled) kernels, so reporting never changes which kernels run.
     """
 
     def __init__(self, energy: nn.Module, bar):
-        super().__init__()
-        self.energy = energy
+        super().__init__(energy)
         self._bar = bar
 
     def forward(self, x):
         self._bar.update(1)
-        return self.energy(x)
+        return super().forward(x)
 
-    # The samplers' fast paths go through to the energy's own (hand-written or
-    # compiled) kernels, so reporting never changes which kernels run.
     def value_and_grad(self, x):
         self._bar.update(1)
-        return energy_and_grad(self.energy, x)
+        return super().value_and_grad(x)
 
     def langevin_update(self, x, noise, step, noise_scale):
         self._bar.update(1)
-        return langevin_update(self.energy, x, noise, step, noise_scale)
+        return super().langevin_update(x, noise, step, noise_scale)
 
 
 class SamplingProgress:

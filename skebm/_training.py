@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -30,7 +31,7 @@ from torch import nn
 
 from skebm._heldout import HeldOutLikelihood
 from skebm._progress import EpochProgress
-from skebm.acceleration import CapturedTrainingStep
+from skebm.acceleration.cuda_graphs import CapturedTrainingStep
 
 __all__ = ["EpochsResult", "TrainingSnapshot", "run_epochs"]
 
@@ -131,6 +132,38 @@ class _BestEpoch:
         self.module.load_state_dict(self._state)
 
 
+def make_train_step(
+    *,
+    loss,
+    sampler,
+    model: nn.Module,
+    state: nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    max_grad_norm: float | None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The training step, ``step(batch) -> loss``: the one that eager training
+    calls and that :class:`~skebm.acceleration.CapturedTrainingStep` records.
+
+    ``zero_grad``; the loss of ``batch`` (with ``sampler``, ``generator`` and the
+    loss ``state``); ``backward``; the gradient norm clipped to
+    ``max_grad_norm`` (no host synchronisation, so it can be captured); an
+    optimizer step. Returns the loss, detached.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def step(batch: torch.Tensor) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        value = loss(model, batch, sampler=sampler, generator=generator, state=state)
+        value.backward()
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        return value.detach()
+
+    return step
+
+
 def run_epochs(
     *,
     model: nn.Module,
@@ -208,7 +241,6 @@ def run_epochs(
     snapshot = TrainingSnapshot(
         trained + ([averaging.module] if averaging is not None else []), optimizer
     )
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     result = EpochsResult()
     best = None
     if validation is not None:
@@ -216,33 +248,31 @@ def run_epochs(
         best = _BestEpoch(kept, result.initial_score, tol or 0.0)
     plateau = max(1, n_iter_no_change // 3)
     no_improvement = 0
+    step = make_train_step(
+        loss=loss,
+        sampler=sampler,
+        model=model,
+        state=loss_state,
+        optimizer=optimizer,
+        generator=generator,
+        max_grad_norm=max_grad_norm,
+    )
     captured: dict[int, CapturedTrainingStep] = {}
 
     def train_step(batch: torch.Tensor) -> torch.Tensor:
         if capture:
-            step = captured.get(batch.shape[0])
-            if step is None:
-                step = captured[batch.shape[0]] = CapturedTrainingStep(
-                    loss=loss,
-                    sampler=sampler,
-                    model=model,
-                    state=loss_state,
+            graph = captured.get(batch.shape[0])
+            if graph is None:
+                graph = captured[batch.shape[0]] = CapturedTrainingStep(
+                    step,
+                    like=batch,
+                    modules=trained,
                     optimizer=optimizer,
                     generator=generator,
-                    like=batch,
-                    max_grad_norm=max_grad_norm,
                 )
-            value = step.run(batch)
+            value = graph.run(batch)
         else:
-            optimizer.zero_grad(set_to_none=True)
-            value = loss(
-                model, batch, sampler=sampler, generator=generator, state=loss_state
-            )
-            value.backward()
-            if max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(params, max_grad_norm)
-            optimizer.step()
-            value = value.detach()
+            value = step(batch)
         if averaging is not None:
             averaging.update()
         return value

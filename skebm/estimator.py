@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from numbers import Integral, Real
@@ -16,7 +15,14 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from skebm._components import build_energy, resolve_strategy
+from skebm._fitted_state import (
+    cpu_state,
+    move_fitted,
+    warn_loaded_on_cpu,
+    warn_other_version,
+)
 from skebm._heldout import HeldOutLikelihood
+from skebm._model_file import write as write_model_file
 from skebm._progress import SamplingProgress
 from skebm._training import run_epochs
 from skebm._validation import (
@@ -28,15 +34,13 @@ from skebm._version import __version__
 from skebm.acceleration import (
     AcceleratedSampler,
     attach_compiled_kernels,
-    cuda_graphs_available,
+    choose_fast_path,
 )
 from skebm.bases import BASE_PARAMS, fit_base, refit_base
 from skebm.energies.residual import ResidualEnergy
-from skebm.exceptions import DivergenceError, PartitionWarning, VersionWarning
+from skebm.exceptions import DivergenceError, PartitionWarning
 from skebm.losses import BaseLoss
 from skebm.partition import estimate_log_partition
-from skebm.persistence import save as save_estimator
-from skebm.persistence import warn_loaded_on_cpu
 from skebm.samplers import BaseSampler
 from skebm.utils._sklearn_compat import (
     Interval,
@@ -743,11 +747,9 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         )
 
     def _resolve_strategies(self) -> None:
-        self.loss_ = resolve_strategy(
-            self.loss, self.loss_params, kind="loss", base_class=BaseLoss
-        )
+        self.loss_ = resolve_strategy(self.loss, self.loss_params, kind="loss")
         self.sampler_ = resolve_strategy(
-            self.sampler, self.sampler_params, kind="sampler", base_class=BaseSampler
+            self.sampler, self.sampler_params, kind="sampler"
         )
 
     def _prepare_continuation(self) -> None:
@@ -789,10 +791,12 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         if self._loss_state is not None:
             params += list(self._loss_state.parameters())
         model = self._model()
-        capture = self.compile and cuda_graphs_available(self.device_)
-        if self.compile and not capture:
+        path = choose_fast_path(self.device_, self.compile)
+        if path.compiled_kernels:
             attach_compiled_kernels(model)
-        optimizer = torch.optim.Adam(params, lr=self.learning_rate, capturable=capture)
+        optimizer = torch.optim.Adam(
+            params, lr=self.learning_rate, capturable=path.cuda_graphs
+        )
         if self._optimizer_state is not None:
             optimizer.load_state_dict(self._optimizer_state)
             for group in optimizer.param_groups:
@@ -821,7 +825,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             verbose=self.verbose,
             first_epoch=len(self.loss_curve_) + 1,
             name=name,
-            capture=capture,
+            capture=path.cuda_graphs,
         )
         self.loss_curve_ = [*self.loss_curve_, *result.losses]
         self.n_iter_ = result.n_epochs
@@ -946,8 +950,13 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         model = self._model()
         fast = None
         if self.compile:
-            graphs = cuda_graphs_available(self.device_)
-            fast = AcceleratedSampler(self.sampler_, model, compile=not graphs)
+            path = choose_fast_path(self.device_, self.compile)
+            fast = AcceleratedSampler(
+                self.sampler_,
+                model,
+                compile=path.compiled_kernels,
+                cuda_graphs=path.cuda_graphs,
+            )
         out = np.empty((int(n_samples), self.n_features_in_), dtype=np.float64)
         progress = SamplingProgress(
             name=type(self).__name__,
@@ -977,36 +986,22 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     def save(self, path):
         """Write the estimator to ``path`` in skebm's safe format.
 
-        Parameters go to JSON and tensors to a ``torch.save`` file that
-        :func:`skebm.load` reads with ``weights_only=True``, so loading the file
-        runs no code from it. Strategies and energies are stored by registered
-        name; parameters that cannot be (lambdas, unregistered classes) raise
-        :class:`~skebm.exceptions.UnsafeToSaveError`: use pickle or joblib for
-        those. See :mod:`skebm.persistence`.
+        The same as :func:`skebm.save` ``(self, path)``; :func:`skebm.load` reads
+        the file back.
 
         Parameters
         ----------
         path : str or path-like
         """
-        save_estimator(self, path)
+        write_model_file(self, path)
 
     def __getstate__(self):
-        state = dict(super().__getstate__())  # a copy: pickling must not add keys
+        state = cpu_state(super().__getstate__())  # a copy: the model stays put
         state["_skebm_version"] = __version__
-        device = state.get("device_")
-        if device is not None and device.type != "cpu":
-            state = {key: _to_cpu(value) for key, value in state.items()}
         return state
 
     def __setstate__(self, state):
-        version = state.pop("_skebm_version", None)
-        if version is not None and version != __version__:
-            warnings.warn(
-                f"This model was saved with skebm {version} and is loaded with skebm "
-                f"{__version__}; results may differ.",
-                VersionWarning,
-                stacklevel=2,
-            )
+        warn_other_version(state.pop("_skebm_version", None), stacklevel=2)
         super().__setstate__(state)
         device = state.get("device_")
         if device is None or device.type == "cpu":
@@ -1020,17 +1015,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
 
     def _move_to(self, device: torch.device) -> None:
         """Move the fitted tensors to ``device`` (the random stream is re-seeded)."""
-        self.energy_ = self.energy_.to(device)
-        self.base_ = self.base_.to(device)
-        if self._loss_state is not None:
-            self._loss_state = self._loss_state.to(device)
-        if self._optimizer_state is not None:
-            self._optimizer_state = _map_tensors(
-                self._optimizer_state, lambda t: t.to(device)
-            )
-        if device.type != self.device_.type:
-            self._train_rng_state = None
-        self.device_ = device
+        move_fitted(self, device)
 
 
 def _built_from_params(spec) -> bool:
@@ -1039,19 +1024,3 @@ def _built_from_params(spec) -> bool:
     return isinstance(spec, str) or (
         callable(spec) and not isinstance(spec, nn.Module | BaseEstimator)
     )
-
-
-def _map_tensors(value, fn):
-    if isinstance(value, torch.Tensor):
-        return fn(value)
-    if isinstance(value, dict):
-        return {k: _map_tensors(v, fn) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_map_tensors(v, fn) for v in value)
-    return value
-
-
-def _to_cpu(value):
-    if isinstance(value, nn.Module):
-        return copy.deepcopy(value).to("cpu")
-    return _map_tensors(value, lambda t: t.detach().to("cpu"))

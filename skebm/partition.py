@@ -23,7 +23,7 @@ import torch
 from sklearn.utils.validation import check_scalar
 
 from skebm.energies.residual import ResidualEnergy
-from skebm.samplers import energy_and_grad
+from skebm.fast_gradient import energy_and_grad
 from skebm.samplers.langevin import mala_accept, mala_proposal
 from skebm.utils._torch import evaluate_in_chunks, frozen_parameters
 

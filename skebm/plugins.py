@@ -47,9 +47,13 @@ from skebm.exceptions import (
     PluginWarning,
     UnknownComponentError,
 )
+from skebm.losses import BaseLoss
+from skebm.samplers import BaseSampler
 
 __all__ = [
+    "COMPONENT_KINDS",
     "Component",
+    "ComponentKind",
     "PluginInfo",
     "Registry",
     "get_registry",
@@ -69,11 +73,31 @@ BUILTIN_PLUGINS = (
     "skebm.energies._builtin",
 )
 
-#: kind -> (hook name, plural used in messages)
-KINDS = {
-    "loss": ("skebm_register_losses", "losses"),
-    "sampler": ("skebm_register_samplers", "samplers"),
-    "energy": ("skebm_register_energies", "energies"),
+
+@dataclass(frozen=True)
+class ComponentKind:
+    """A kind of component that plugins register: every site that handles
+    components (the registry, the model files, the command line, the
+    estimator's parameters) iterates :data:`COMPONENT_KINDS`."""
+
+    #: The estimator parameter that names one (``loss``, ``sampler``, ``energy``).
+    name: str
+    #: Used in messages and by ``list_<plural>``.
+    plural: str
+    #: The hook that registers them (see :mod:`skebm.hookspecs`).
+    hook: str
+    #: What a registered class must subclass; None: any class or factory.
+    base_class: type | None
+
+
+#: Every kind, by name.
+COMPONENT_KINDS = {
+    kind.name: kind
+    for kind in (
+        ComponentKind("loss", "losses", "skebm_register_losses", BaseLoss),
+        ComponentKind("sampler", "samplers", "skebm_register_samplers", BaseSampler),
+        ComponentKind("energy", "energies", "skebm_register_energies", None),
+    )
 }
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -173,18 +197,6 @@ def _env_flag(name: str) -> bool:
 
 def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _component_base_class(kind: str) -> type | None:
-    if kind == "loss":
-        from skebm.losses import BaseLoss
-
-        return BaseLoss
-    if kind == "sampler":
-        from skebm.samplers import BaseSampler
-
-        return BaseSampler
-    return None
 
 
 class Registry:
@@ -333,7 +345,9 @@ class Registry:
         callers = self._pm.get_hookcallers(plugin) or []
         info.hooks = sorted(caller.name for caller in callers)
         if not callers and info.status != "builtin":
-            unmarked = [h for h, _ in KINDS.values() if hasattr(plugin, h)]
+            unmarked = [
+                k.hook for k in COMPONENT_KINDS.values() if hasattr(plugin, k.hook)
+            ]
             hint = (
                 f"{unmarked[0]} is defined but not marked with @skebm.hookimpl"
                 if unmarked
@@ -347,7 +361,7 @@ class Registry:
         for caller in callers:
             if caller.spec is None:
                 hint = difflib.get_close_matches(
-                    caller.name, [h for h, _ in KINDS.values()], n=1
+                    caller.name, [k.hook for k in COMPONENT_KINDS.values()], n=1
                 )
                 suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
                 self._warn(
@@ -385,7 +399,7 @@ class Registry:
         if self._index is not None:
             return self._index
         collected: list[Component] = []
-        for kind, (hook_name, _) in KINDS.items():
+        for kind, hook_name in ((k.name, k.hook) for k in COMPONENT_KINDS.values()):
             hook = getattr(self._pm.hook, hook_name)
             for impl in hook.get_hookimpls():
                 info = self._plugins[impl.plugin_name]
@@ -422,7 +436,9 @@ class Registry:
             for i in self._plugins.values()
             if i.status == "failed"
         }
-        index: dict[str, dict[str, list[Component]]] = {kind: {} for kind in KINDS}
+        index: dict[str, dict[str, list[Component]]] = {
+            kind: {} for kind in COMPONENT_KINDS
+        }
         qualified: set[tuple[str, str]] = set()
         for comp in collected:
             if (comp.distribution, comp.plugin) in failed:
@@ -459,7 +475,7 @@ class Registry:
                 "no ':')"
             )
         else:
-            base = _component_base_class(kind)
+            base = COMPONENT_KINDS[kind].base_class
             if base is not None and not (
                 isinstance(component, type) and issubclass(component, base)
             ):
@@ -518,7 +534,7 @@ class Registry:
         return matches[0].cls
 
     def _unknown(self, kind: str, name: str) -> UnknownComponentError:
-        plural = KINDS[kind][1]
+        plural = COMPONENT_KINDS[kind].plural
         comps = self.components(kind)
         available = ", ".join(c._describe() for c in comps) or "none"
         message = f"Unknown {kind} {name!r}. Available {plural}: {available}."
@@ -547,8 +563,10 @@ class Registry:
 
     @staticmethod
     def _check_kind(kind: str) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}.")
+        if kind not in COMPONENT_KINDS:
+            raise ValueError(
+                f"kind must be one of {sorted(COMPONENT_KINDS)}, got {kind!r}."
+            )
 
     @property
     def plugins(self) -> list[PluginInfo]:

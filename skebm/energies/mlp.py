@@ -7,7 +7,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from skebm.samplers._base import langevin_move
+from skebm.fast_gradient import langevin_move
 from skebm.utils._torch import autograd_value_and_grad
 
 __all__ = ["ACTIVATIONS", "FourierFeatures", "MLPEnergy"]
@@ -158,7 +158,7 @@ class MLPEnergy(nn.Module):
     def value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``E(x)`` and ``∇ₓE(x)``, detached, by a hand-written backward pass.
 
-        The samplers' gradient (see :func:`skebm.samplers.energy_and_grad`): the
+        The samplers' gradient (see :func:`skebm.fast_gradient.energy_and_grad`): the
         same kernels autograd would run for the input gradient, minus autograd's
         bookkeeping and the output layer's outer product. A subclass that overrides
         ``forward``, or layers changed to something this method does not know, get
@@ -182,7 +182,7 @@ class MLPEnergy(nn.Module):
     ) -> torch.Tensor:
         """The Langevin move ``x - step·∇ₓE(x) + noise_scale·noise``, detached.
 
-        Used by :func:`skebm.samplers.langevin_update`; the energy's value, which
+        Used by :func:`skebm.fast_gradient.langevin_update`; the energy's value, which
         the move does not need, is not computed.
         """
         plan = self._closed_form_plan()

@@ -6,13 +6,13 @@ import torch
 from torch import nn
 
 from skebm.bases import BaseDensity
-from skebm.samplers._base import energy_and_grad, langevin_move, langevin_update
+from skebm.fast_gradient import ForwardingEnergy, langevin_move
 from skebm.utils._torch import autograd_value_and_grad
 
 __all__ = ["ResidualEnergy"]
 
 
-class ResidualEnergy(nn.Module):
+class ResidualEnergy(ForwardingEnergy):
     """The total energy ``U(x) = E(x) - log q(x)`` of the model ``q·exp(-E)``.
 
     Samplers see the total energy ``U`` (through ``forward``); losses also use its
@@ -39,18 +39,17 @@ class ResidualEnergy(nn.Module):
     """
 
     def __init__(self, energy: nn.Module, base: BaseDensity | None = None):
-        super().__init__()
-        self.energy = energy
+        super().__init__(energy)
         self.base = base
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.base is None:
-            return self.energy(x)
+            return super().forward(x)
         return self.energy(x) - self.base.log_prob(x)
 
     def value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``U(x)`` and ``∇ₓU(x)``, detached (see
-        :func:`skebm.samplers.energy_and_grad`).
+        :func:`skebm.fast_gradient.energy_and_grad`).
 
         When the learned energy has its own ``value_and_grad`` (the MLP's
         hand-written one, or a compiled one), it is used for ``E`` and the base
@@ -58,7 +57,7 @@ class ResidualEnergy(nn.Module):
         one autograd pass covers ``U``.
         """
         if self.base is None:
-            return energy_and_grad(self.energy, x)
+            return super().value_and_grad(x)
         if getattr(self.energy, "value_and_grad", None) is None:
             return autograd_value_and_grad(self, x)
         value, grad = self.energy.value_and_grad(x)
@@ -72,10 +71,10 @@ class ResidualEnergy(nn.Module):
         step: float | torch.Tensor,
         noise_scale: float | torch.Tensor,
     ) -> torch.Tensor:
-        """The Langevin move on ``U`` (see :func:`skebm.samplers.langevin_update`):
+        """The Langevin move on ``U`` (see :func:`skebm.fast_gradient.langevin_update`):
         the learned energy's move, plus ``step·∇ log q(x)`` for the base."""
         if self.base is None:
-            return langevin_update(self.energy, x, noise, step, noise_scale)
+            return super().langevin_update(x, noise, step, noise_scale)
         if getattr(self.energy, "langevin_update", None) is None:
             _, grad = self.value_and_grad(x)
             return langevin_move(x, grad, noise, step, noise_scale)
@@ -90,7 +89,7 @@ class ResidualEnergy(nn.Module):
         """Whether the fast path is plain tensor code ``torch.compile`` traces:
         the energy's and the base's gradients are both closed forms."""
         base_ok = self.base is None or self.base.has_closed_form_gradient
-        return base_ok and getattr(self.energy, "has_closed_form_gradient", False)
+        return base_ok and super().has_closed_form_gradient
 
     def sample_base(
         self, n_samples: int, *, generator: torch.Generator, like: torch.Tensor

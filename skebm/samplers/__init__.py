@@ -1,11 +1,7 @@
 """MCMC samplers (stateless strategies) and step-size schedules."""
 
-from skebm.samplers._base import (
-    BaseSampler,
-    energy_and_grad,
-    langevin_move,
-    langevin_update,
-)
+from skebm.fast_gradient import energy_and_grad, langevin_move, langevin_update
+from skebm.samplers._base import BaseSampler
 from skebm.samplers.hmc import HMC, hmc_step
 from skebm.samplers.langevin import MALA, Langevin, mala_step
 from skebm.samplers.schedules import (

@@ -8,59 +8,9 @@ import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
-from skebm.utils._torch import (
-    autograd_value_and_grad,
-    frozen_parameters,
-    make_generator,
-)
+from skebm.utils._torch import frozen_parameters, make_generator
 
-__all__ = ["BaseSampler", "energy_and_grad", "langevin_move", "langevin_update"]
-
-
-def energy_and_grad(energy, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``E(x)`` and ``∇ₓE(x)`` for a batch, both detached.
-
-    An energy may provide its own ``value_and_grad(x) -> (E(x), ∇ₓE(x))`` attribute (a
-    compiled one from :func:`skebm.acceleration.compile_value_and_grad`, or a closed
-    form); it is used when present. Otherwise only the gradient with respect to ``x``
-    is computed (a vector-Jacobian product with ones), never parameter gradients.
-    """
-    fast = getattr(energy, "value_and_grad", None)
-    if fast is not None:
-        return fast(x)
-    return autograd_value_and_grad(energy, x)
-
-
-def langevin_update(
-    energy,
-    x: torch.Tensor,
-    noise: torch.Tensor,
-    step: float | torch.Tensor,
-    noise_scale: float | torch.Tensor,
-) -> torch.Tensor:
-    """One Langevin move ``x - step·∇ₓE(x) + noise_scale·noise``, detached.
-
-    An energy may provide its own ``langevin_update(x, noise, step, noise_scale)``
-    attribute with this signature (a fused, compiled one from
-    :func:`skebm.acceleration.compile_langevin_update`); it is used when present.
-    Otherwise the gradient comes from :func:`energy_and_grad`.
-    """
-    fused = getattr(energy, "langevin_update", None)
-    if fused is not None:
-        return fused(x, noise, step, noise_scale)
-    _, grad = energy_and_grad(energy, x)
-    return langevin_move(x, grad, noise, step, noise_scale)
-
-
-def langevin_move(x, grad, noise, step, noise_scale) -> torch.Tensor:
-    """``x - step·grad + noise_scale·noise`` for numbers or 0-d tensor steps.
-
-    Numbers take two kernels (``add`` with ``alpha``) instead of four; tensors (as
-    compiled callers pass them) are left to the compiler to fuse.
-    """
-    if torch.is_tensor(step) or torch.is_tensor(noise_scale):
-        return x - step * grad + noise_scale * noise
-    return torch.add(x, grad, alpha=-step).add_(noise, alpha=noise_scale)
+__all__ = ["BaseSampler"]
 
 
 class BaseSampler(BaseEstimator):

@@ -8,7 +8,8 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 
-from skebm.samplers._base import BaseSampler, energy_and_grad
+from skebm.fast_gradient import energy_and_grad
+from skebm.samplers._base import BaseSampler
 from skebm.samplers.schedules import BaseSchedule, schedule_value
 from skebm.utils._sklearn_compat import Interval
 

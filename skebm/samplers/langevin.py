@@ -7,7 +7,8 @@ from numbers import Real
 
 import torch
 
-from skebm.samplers._base import BaseSampler, energy_and_grad, langevin_update
+from skebm.fast_gradient import energy_and_grad, langevin_update
+from skebm.samplers._base import BaseSampler
 from skebm.samplers.schedules import BaseSchedule, schedule_value
 from skebm.utils._sklearn_compat import Interval
 

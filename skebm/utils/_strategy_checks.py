@@ -238,7 +238,7 @@ def check_sampler_output(sampler) -> None:
                     assert param.requires_grad, f"{what} left parameters frozen"
                     assert param.grad is None, (
                         f"{what} accumulated parameter gradients; take gradients "
-                        "with respect to x only (skebm.samplers.energy_and_grad)."
+                        "with respect to x only (skebm.fast_gradient.energy_and_grad)."
                     )
                 same = sampler.sample(energy, x0, n_steps=0)
                 assert torch.equal(same, x0), f"{what} with n_steps=0 moved x0"

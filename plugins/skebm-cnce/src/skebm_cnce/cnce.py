@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from skebm.losses import BaseLoss
-from skebm.utils._sklearn_compat import Interval
+from skebm.utils.constraints import Interval
 
 __all__ = ["ConditionalNCE"]
 

@@ -9,7 +9,7 @@ import torch
 
 from skebm.samplers import BaseSampler, energy_and_grad
 from skebm.samplers.langevin import mala_accept, mala_proposal
-from skebm.utils._sklearn_compat import Interval, StrOptions
+from skebm.utils.constraints import Interval, StrOptions
 
 __all__ = ["ParallelTempering", "geometric_ladder"]
 

@@ -1,0 +1,319 @@
+"""Writing and reading skebm's model files (the format is described in
+:mod:`skebm.persistence`, which holds the public ``save`` and ``load``).
+
+This module does not import the estimator: the estimator's ``save`` method uses
+it, and :mod:`skebm.persistence` passes the class to build when loading.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import zipfile
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from skebm._fitted_state import (
+    USE_PICKLE,
+    file_contents,
+    restore_fitted,
+)
+from skebm._version import __version__
+from skebm.exceptions import UnsafeToSaveError
+from skebm.plugins import COMPONENT_KINDS, get_registry
+from skebm.samplers import schedules
+from skebm.utils._torch import resolve_dtype
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "build", "read", "restore", "write"]
+
+FORMAT = "skebm-estimator"
+FORMAT_VERSION = 1
+
+_METADATA = "skebm.json"
+_TENSORS = "tensors.pt"
+
+_ARRAY_KINDS = "biufUO"  # bool, int, uint, float, str, object (of str)
+
+
+# -- JSON encoding of parameters and attributes -----------------------------------
+
+
+def _strategy_kinds() -> dict[str, type]:
+    """Kinds whose instances are stored as a name plus ``get_params()``."""
+    return {
+        kind.name: kind.base_class
+        for kind in COMPONENT_KINDS.values()
+        if kind.base_class is not None
+    }
+
+
+def _registered(kind: str, obj: Any) -> dict | None:
+    """The registry record of the class or factory ``obj``, or None."""
+    for comp in get_registry().components(kind):
+        if comp.cls is obj:
+            return {
+                "kind": kind,
+                "name": comp.name if comp.builtin else comp.qualified_name,
+                "distribution": comp.distribution,
+                "version": comp.version,
+            }
+    return None
+
+
+def _encode(value: Any, where: str) -> Any:
+    """A JSON-serialisable form of ``value``; non-JSON types become tagged dicts.
+
+    ``where`` names the value in error messages (``"loss.noise"``).
+    """
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value)
+    if isinstance(value, list):
+        return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {
+            "__dict__": {k: _encode(v, f"{where}[{k!r}]") for k, v in value.items()}
+        }
+    if (
+        isinstance(value, np.ndarray)
+        and value.dtype.kind in _ARRAY_KINDS
+        and (value.dtype.kind != "O" or all(isinstance(v, str) for v in value.flat))
+    ):
+        return {"__ndarray__": value.tolist(), "dtype": value.dtype.str}
+    if isinstance(value, torch.device):
+        return {"__device__": str(value)}
+    for kind, base_class in _strategy_kinds().items():
+        if isinstance(value, base_class):
+            return {"__component__": _encode_strategy(kind, value, where)}
+    if isinstance(value, schedules.BaseSchedule):
+        return {"__schedule__": _encode_schedule(value, where)}
+    if isinstance(value, nn.Module):
+        raise UnsafeToSaveError(
+            f"Cannot save {where}: a {type(value).__name__} instance, whose "
+            "construction cannot be recorded. Register its class as an energy (hook "
+            "skebm_register_energies) and pass energy='<name>' with energy_params, "
+            "or " + USE_PICKLE
+        )
+    if callable(value):
+        record = _registered("energy", value)
+        if record is None:
+            label = getattr(value, "__qualname__", repr(value))
+            raise UnsafeToSaveError(
+                f"Cannot save {where}: {label} is not a registered energy, and the "
+                "file may not name code to import. Register it (hook "
+                "skebm_register_energies) and pass its name, or " + USE_PICKLE
+            )
+        return {"__component_class__": record}
+    raise UnsafeToSaveError(
+        f"Cannot save {where}: a {type(value).__qualname__} cannot be stored as "
+        "JSON or tensors; " + USE_PICKLE
+    )
+
+
+def _encode_strategy(kind: str, strategy: Any, where: str) -> dict:
+    record = _registered(kind, type(strategy))
+    if record is None:
+        hook = "skebm_register_losses" if kind == "loss" else "skebm_register_samplers"
+        raise UnsafeToSaveError(
+            f"Cannot save {where}: {type(strategy).__qualname__} is not a registered "
+            f"{kind}. Register it through a plugin (hook {hook}) so it can be "
+            "restored by name, or " + USE_PICKLE
+        )
+    params = strategy.get_params(deep=False)
+    return {
+        **record,
+        "params": {k: _encode(v, f"{where}.{k}") for k, v in params.items()},
+    }
+
+
+def _encode_schedule(schedule, where: str) -> dict:
+    cls = type(schedule)
+    if getattr(schedules, cls.__name__, None) is not cls:
+        raise UnsafeToSaveError(
+            f"Cannot save {where}: the schedule {cls.__qualname__} is not one of "
+            "skebm.samplers.schedules; " + USE_PICKLE
+        )
+    params = schedule.get_params(deep=False)
+    return {
+        "class": cls.__name__,
+        "params": {k: _encode(v, f"{where}.{k}") for k, v in params.items()},
+    }
+
+
+def _decode(value: Any) -> Any:
+    """Invert :func:`_encode`; names are resolved through the registry only."""
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    tag = next(iter(value), None)
+    if tag == "__tuple__":
+        return tuple(_decode(v) for v in value[tag])
+    if tag == "__dict__":
+        return {k: _decode(v) for k, v in value[tag].items()}
+    if tag == "__device__":
+        return torch.device(value[tag])
+    if tag == "__ndarray__":
+        dtype = np.dtype(value["dtype"])
+        if dtype.kind not in _ARRAY_KINDS:
+            raise ValueError(f"Unsupported array dtype {value['dtype']!r} in the file.")
+        return np.asarray(value[tag], dtype=dtype)
+    if tag == "__component__":
+        record = value[tag]
+        if record["kind"] not in _strategy_kinds():
+            raise ValueError(f"Unknown component kind {record['kind']!r} in the file.")
+        cls = get_registry().get(record["kind"], record["name"])
+        return cls(**{k: _decode(v) for k, v in record["params"].items()})
+    if tag == "__component_class__":
+        return get_registry().get("energy", value[tag]["name"])
+    if tag == "__schedule__":
+        record = value[tag]
+        cls = getattr(schedules, record["class"], None)
+        if not (isinstance(cls, type) and issubclass(cls, schedules.BaseSchedule)):
+            raise ValueError(f"Unknown schedule {record['class']!r} in the file.")
+        return cls(**{k: _decode(v) for k, v in record["params"].items()})
+    raise ValueError(f"Unrecognised value in the file, with keys {sorted(value)}.")
+
+
+# -- saving ------------------------------------------------------------------------
+
+
+def _component_records(estimator) -> dict:
+    """Where the energy, loss and sampler come from, for messages when loading."""
+    records = {}
+    for kind in ("energy", "loss", "sampler"):
+        spec = getattr(estimator, kind)
+        if isinstance(spec, str):
+            try:
+                spec = get_registry().get(kind, spec)
+            except ValueError:
+                records[kind] = {"kind": kind, "name": getattr(estimator, kind)}
+                continue
+        elif not isinstance(spec, type) and kind != "energy":
+            spec = type(spec)
+        records[kind] = _registered(kind, spec) or {}
+    return records
+
+
+def write(estimator, path) -> None:
+    """Write ``estimator`` to ``path``; see :func:`skebm.persistence.save`."""
+    params = estimator.get_params(deep=False)
+    metadata: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "skebm_version": __version__,
+        "class": type(estimator).__name__,
+        "params": {k: _encode(v, k) for k, v in params.items()},
+        "components": _component_records(estimator),
+        "fitted": hasattr(estimator, "energy_"),
+    }
+    tensors: dict[str, Any] = {}
+    if metadata["fitted"]:
+        # Pickling's state: tensors on the CPU, whatever the device.
+        plain, tensors = file_contents(estimator.__getstate__(), params)
+        metadata.update(
+            attributes={k: _encode(v, k) for k, v in plain.items()},
+            device=str(estimator.device_),
+            dtype=str(estimator._dtype()).removeprefix("torch."),
+            base_class=type(estimator.base_).__name__,
+        )
+        # Rebuild once now, so that a file save() writes always loads.
+        restore(build(metadata, type(estimator)), metadata, tensors, "cpu")
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    with zipfile.ZipFile(os.fspath(path), "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(_METADATA, json.dumps(metadata, indent=1))
+        zf.writestr(_TENSORS, buffer.getvalue())
+
+
+# -- loading -----------------------------------------------------------------------
+
+
+def read(path) -> tuple[dict, dict]:
+    """The metadata and tensors of a model file; ``ValueError`` if it is none."""
+    name = os.fspath(path)
+    try:
+        with zipfile.ZipFile(name) as zf:
+            if not {_METADATA, _TENSORS} <= set(zf.namelist()):
+                raise ValueError(
+                    f"{name!r} is not a skebm model file: it lacks {_METADATA} and "
+                    f"{_TENSORS}."
+                )
+            metadata = json.loads(zf.read(_METADATA))
+            raw_tensors = zf.read(_TENSORS)
+    except zipfile.BadZipFile as exc:
+        raise ValueError(
+            f"{name!r} is not a skebm model file (not a zip archive). A pickle or "
+            "joblib file must be loaded with pickle or joblib, and only if you trust "
+            "its source."
+        ) from exc
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise ValueError(f"{name!r} is not a skebm model file.")
+    if metadata.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{name!r} uses format version {metadata['format_version']}; this skebm "
+            f"({__version__}) reads up to {FORMAT_VERSION}. Upgrade skebm."
+        )
+    try:
+        tensors = torch.load(
+            io.BytesIO(raw_tensors), map_location="cpu", weights_only=True
+        )
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"Refusing to load {name!r}: its tensor part holds objects other than "
+            "tensors and plain containers, which could run code. It was not written "
+            "by skebm's save, or it was altered; nothing from it was executed. "
+            f"(torch: {str(exc).splitlines()[0]})"
+        ) from exc
+    return metadata, tensors
+
+
+def build(metadata: dict, cls):
+    """A new, unfitted ``cls`` with the file's parameters."""
+    if metadata.get("class") != cls.__name__:
+        raise ValueError(
+            f"The file holds a {metadata.get('class')!r}; skebm.load restores "
+            f"{cls.__name__} only."
+        )
+    params = {k: _decode(v) for k, v in metadata["params"].items()}
+    estimator = cls(**params)
+    estimator._validate_params()
+    return estimator
+
+
+def restore(estimator, metadata: dict, tensors: dict, device) -> None:
+    """Set the fitted attributes of ``estimator`` from the file's contents."""
+    restore_fitted(
+        estimator,
+        {name: _decode(value) for name, value in metadata["attributes"].items()},
+        tensors,
+        base_class=metadata["base_class"],
+        dtype=resolve_dtype(metadata["dtype"]),
+        device=torch.device(device),
+        fitted_on=torch.device(metadata["device"]),
+    )
+
+
+def describe(records: dict) -> str:
+    """The plugin components a file was saved with, in words."""
+    described = []
+    for kind, record in records.items():
+        if not record:
+            continue
+        text = f"{kind} {record['name']!r}"
+        if record.get("distribution"):
+            text += f" from {record['distribution']} {record.get('version') or ''}"
+        described.append(text.rstrip())
+    return ", ".join(described) or "no plugin components"

@@ -1,0 +1,85 @@
+"""The fitted state is listed once (``skebm/_fitted_state.py``): every attribute
+that holds tensors is in ``TENSOR_ATTRIBUTES``, and files written before that
+module existed still load."""
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import skebm
+from skebm._fitted_state import REBUILT_ATTRIBUTES, TENSOR_ATTRIBUTES
+from skebm.datasets import make_two_moons
+from tests.conftest import small_estimator
+
+DATA = Path(__file__).parent / "data"
+
+#: Small fits that between them set every kind of fitted state: a loss state
+#: (pcd's replay buffer), early stopping's records, a base chosen by "auto".
+FITS = {
+    "pcd": dict(loss="pcd", loss_params={"n_steps": 2}, early_stopping=False),
+    "auto": dict(max_iter=2, n_iter_no_change=1),
+}
+
+
+def _holds_tensors(value) -> bool:
+    if isinstance(value, torch.Tensor | nn.Module | torch.Generator):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_tensors(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_tensors(v) for v in value)
+    return False
+
+
+@pytest.fixture(scope="module", params=sorted(FITS))
+def fitted(request):
+    X = make_two_moons(200, random_state=0)
+    return small_estimator(random_state=0, **FITS[request.param]).fit(X), X
+
+
+def test_only_the_listed_attributes_hold_tensors(fitted):
+    est, _ = fitted
+    params = est.get_params(deep=False)
+    for name, value in vars(est).items():
+        if name in params or name in TENSOR_ATTRIBUTES or name in REBUILT_ATTRIBUTES:
+            continue
+        assert not _holds_tensors(value), (
+            f"{name} holds tensors: list it in skebm._fitted_state.TENSOR_ATTRIBUTES"
+        )
+    assert set(TENSOR_ATTRIBUTES) <= set(vars(est))
+
+
+def test_pickle_and_the_file_format_keep_the_same_state(fitted, tmp_path):
+    est, X = fitted
+    path = tmp_path / "model.skebm"
+    skebm.save(est, path)
+    for copy in (pickle.loads(pickle.dumps(est)), skebm.load(path)):
+        np.testing.assert_array_equal(copy.score_samples(X), est.score_samples(X))
+        np.testing.assert_array_equal(
+            copy.sample(5, random_state=0), est.sample(5, random_state=0)
+        )
+        assert set(vars(copy)) == set(vars(est))
+
+
+def test_save_is_a_function_and_a_method(fitted, tmp_path):
+    est, X = fitted
+    skebm.save(est, tmp_path / "a.skebm")
+    est.save(tmp_path / "b.skebm")
+    a, b = skebm.load(tmp_path / "a.skebm"), skebm.load(tmp_path / "b.skebm")
+    np.testing.assert_array_equal(a.score_samples(X), b.score_samples(X))
+
+
+def test_a_file_saved_before_the_fitted_state_had_one_owner_loads():
+    """``tests/data/pre-refactor.skebm`` was written by skebm 0.1.0 at commit
+    ffcfd3f (pcd, a mixture base, grid log Z) with the scores it gave then."""
+    expected = json.loads((DATA / "pre-refactor.json").read_text())
+    est = skebm.load(DATA / "pre-refactor.skebm")
+    X = np.asarray(expected["X"])
+    np.testing.assert_allclose(est.score_samples(X), expected["score_samples"])
+    np.testing.assert_allclose(est.sample(5, random_state=0), expected["sample"])
+    assert est._loss_state is not None and est._optimizer_state is not None
