@@ -105,7 +105,7 @@ def run_demo(
         f"fit {fit_seconds:.1f}s"
     )
     print(
-        f"  its base density alone ({est.base_kind_})    {results['base']:.4f}   "
+        f"  {f'its base density alone ({est.base_kind_})':<38}{results['base']:.4f}   "
         f"gain of the energy {results['ebm'] - results['base']:+.4f}"
     )
     print(
