@@ -55,6 +55,23 @@ USE_PICKLE = (
 _DEVICE_BOUND = "_train_rng_state"
 
 
+def snapshot(estimator) -> dict:
+    """Everything a ``fit`` may change: the estimator's attributes, fitted ones
+    deep-copied (training changes modules in place), parameters as they are."""
+    params = estimator.get_params(deep=False)
+    state = vars(estimator)
+    # One deepcopy call, so objects shared between attributes stay shared.
+    fitted = copy.deepcopy({k: v for k, v in state.items() if k not in params})
+    return {name: state[name] if name in params else fitted[name] for name in state}
+
+
+def roll_back(estimator, saved: dict) -> None:
+    """Put ``estimator`` back in the state :func:`snapshot` saved."""
+    state = vars(estimator)
+    state.clear()
+    state.update(saved)
+
+
 def map_tensors(value, fn):
     """``value`` with ``fn`` applied to every tensor in nested dicts, lists and
     tuples (an optimiser's state, say); anything else is returned as it is."""

@@ -302,7 +302,11 @@ def run_epochs(
             if validation is not None:
                 checks += list(validation(kept))
             epoch_loss, finite, *score = torch.stack(checks).tolist()
-            if not (finite and math.isfinite(epoch_loss)):
+            # A held-out score of -inf or NaN means log Z overflowed: the weights
+            # are finite but the model is not a density any more.
+            if not (finite and math.isfinite(epoch_loss)) or (
+                score and not math.isfinite(score[0])
+            ):
                 snapshot.restore()
                 result.diverged_epoch = epoch
                 return finish()

@@ -18,6 +18,8 @@ from skebm._components import build_energy, resolve_strategy
 from skebm._fitted_state import (
     cpu_state,
     move_fitted,
+    roll_back,
+    snapshot,
     warn_loaded_on_cpu,
     warn_other_version,
 )
@@ -94,7 +96,6 @@ _MODEL_ATTRIBUTES = (
     "_train_rng_state",
     "loss_curve_",
     "n_iter_",
-    "diverged_",
     "log_partition_",
     "log_partition_stderr_",
     "validation_scores_",
@@ -276,9 +277,6 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         :meth:`partial_fit`).
     loss_curve_ : list of float
         Mean training loss of every epoch, across warm starts.
-    diverged_ : bool
-        True when training stopped on a non-finite loss or weight; the model is
-        then the last finite state.
     n_features_in_ : int
         Number of features seen during :term:`fit`.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -457,8 +455,12 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         Raises
         ------
         DivergenceError
-            When training produced non-finite values; the last finite state is
-            kept and usable.
+            When training produced non-finite values (loss, weights, held-out
+            score or ``log Z``).
+
+        Any error leaves the estimator as it was before the call (parameters,
+        fitted attributes and scores); an interrupt (``KeyboardInterrupt``)
+        keeps the partly trained model with a warning.
         """
         return self._fit(X, n_epochs=self.max_iter, incremental=False)
 
@@ -482,6 +484,17 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         return self._fit(X, n_epochs=1, incremental=True)
 
     def _fit(self, X, *, n_epochs: int, incremental: bool):
+        """Fit, or raise and leave the estimator exactly as it was: the new state
+        is built in place and rolled back on any error (an interrupt keeps the
+        partly trained model, as documented)."""
+        saved = snapshot(self)
+        try:
+            return self._fit_or_raise(X, n_epochs=n_epochs, incremental=incremental)
+        except Exception:
+            roll_back(self, saved)
+            raise
+
+    def _fit_or_raise(self, X, *, n_epochs: int, incremental: bool):
         first = not hasattr(self, "energy_") or not (self.warm_start or incremental)
         check_options(self)
         X = validate_samples(self, X, reset=first, ensure_min_samples=2)
@@ -515,13 +528,18 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
                 PartitionWarning,
                 stacklevel=3,
             )
-        if self.diverged_:
+        if result.diverged_epoch is not None or not math.isfinite(self.log_partition_):
+            when = (
+                f"at epoch {result.diverged_epoch}: the loss, the weights or the "
+                "held-out log-likelihood became non-finite"
+                if result.diverged_epoch is not None
+                else f"to a model whose log Z is {self.log_partition_}"
+            )
             raise DivergenceError(
-                f"Training diverged at epoch {result.diverged_epoch}: the loss or the "
-                "weights became non-finite. The model was restored to the last finite "
-                "state (diverged_=True) and can still be used. Try a smaller "
-                "learning_rate, a smaller sampler step_size, or more regularisation "
-                "(e.g. loss_params={'alpha': 0.1} for contrastive divergence)."
+                f"Training diverged {when}. The estimator was left as it was before "
+                "this call. Try a smaller learning_rate, a smaller sampler "
+                "step_size, or more regularisation (e.g. loss_params={'alpha': 0.1} "
+                "for contrastive divergence)."
             )
         if (
             self.tol is not None
@@ -829,7 +847,6 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         )
         self.loss_curve_ = [*self.loss_curve_, *result.losses]
         self.n_iter_ = result.n_epochs
-        self.diverged_ = result.diverged_epoch is not None
         self._optimizer_state = optimizer.state_dict()
         self._train_rng_state = generator.get_state()
         return result

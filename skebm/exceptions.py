@@ -39,10 +39,10 @@ class VersionWarning(SkebmWarning):
 
 
 class DivergenceError(ValueError):
-    """Training produced a non-finite loss or non-finite weights.
+    """Training produced a non-finite loss, weights, held-out score or ``log Z``.
 
-    The estimator keeps the last finite state, so it can still be used for
-    ``score_samples``, ``score`` and ``sample``; its ``diverged_`` attribute is True.
+    The call that raises it leaves the estimator as it was before: a warm start
+    keeps the model it started from, a first fit leaves it unfitted.
     """
 
 

@@ -1,6 +1,6 @@
-"""Every bad input of the README's "Bad input" table, run row by row.
+"""Every bad input of the table in docs/bad-input.md, run row by row.
 
-The table is the single source: this module parses it from README.md and runs
+The table is the single source: this module parses it from docs/bad-input.md and runs
 every call of every row, checking the exact exception (or warning) type and that
 each quoted fragment of the message appears. A row without a case here, or a case
 without a row, fails, so the documentation and the behaviour cannot drift apart.
@@ -25,7 +25,7 @@ from skebm.exceptions import UnknownComponentError, UnsafeToSaveError
 from skebm.utils._sklearn_compat import InvalidParameterError
 from tests.conftest import small_estimator
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "bad-input.md"
 
 OUTCOMES = {
     "ValueError": ValueError,
@@ -39,9 +39,8 @@ OUTCOMES = {
 
 
 def _table_rows() -> list[dict]:
-    """The rows of the README's "Bad input" table."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Bad input", 1)[1].split("\n## ", 1)[0]
+    """The rows of the table in docs/bad-input.md."""
+    section = PAGE.read_text(encoding="utf-8")
     rows = []
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

@@ -118,9 +118,11 @@ def test_the_plugins_and_the_readme_import_only_public_names():
         str(path.relative_to(root)): path.read_text(encoding="utf-8")
         for path in (root / "plugins").rglob("src/**/*.py")
     }
-    readme = (root / "README.md").read_text(encoding="utf-8")
-    blocks = readme.split("```python\n")[1:]
-    sources |= {f"README.md block {i}": b.split("```")[0] for i, b in enumerate(blocks)}
+    for page in [root / "README.md", *(root / "docs").glob("*.md")]:
+        blocks = page.read_text(encoding="utf-8").split("```python\n")[1:]
+        sources |= {
+            f"{page.name} block {i}": b.split("```")[0] for i, b in enumerate(blocks)
+        }
     assert sum(name.startswith("plugins") for name in sources) >= 6
     private = {name: _private_imports(text) for name, text in sources.items()}
     assert not {name: found for name, found in private.items() if found}
