@@ -48,7 +48,7 @@ def _strategy_kinds() -> dict[str, type]:
     return {
         kind.name: kind.base_class
         for kind in COMPONENT_KINDS.values()
-        if kind.base_class is not None
+        if kind.base_class_path is not None
     }
 
 

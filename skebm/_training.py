@@ -110,6 +110,13 @@ class _Averaging:
 #: weights for an epoch to count: below it the estimate may miss mass.
 MIN_VALIDATION_ESS = 0.01
 
+#: Training has exploded when an epoch's mean loss exceeds the loss of this
+#: call's first batch (measured before any step) by this many times its
+#: magnitude (at least 1): a loss that rises by orders of magnitude while the
+#: weights stay finite (a learning rate far too large). Losses that fall, as
+#: score matching's may without bound, never trigger it.
+EXPLOSION = 100.0
+
 
 class _BestEpoch:
     """The best held-out score so far and the weights that scored it."""
@@ -247,6 +254,7 @@ def run_epochs(
         result.initial_score = float(validation(kept)[0])
         best = _BestEpoch(kept, result.initial_score, tol or 0.0)
     plateau = max(1, n_iter_no_change // 3)
+    start_loss = None
     no_improvement = 0
     step = make_train_step(
         loss=loss,
@@ -293,19 +301,25 @@ def run_epochs(
                 total = torch.zeros((), device=X.device, dtype=torch.float64)
                 for begin in range(0, n_samples, batch_size):
                     batch = X[order[begin : begin + batch_size]]
-                    total += train_step(batch).to(torch.float64) * batch.shape[0]
+                    value = train_step(batch).to(torch.float64)
+                    if start_loss is None:  # a copy: captured graphs reuse it
+                        start_loss = value.clone()
+                    total += value * batch.shape[0]
             except KeyboardInterrupt:
                 snapshot.restore()
                 result.interrupted = True
                 return finish()
-            checks = [total / n_samples, _all_finite(trained).to(torch.float64)]
+            checks = [total / n_samples, _all_finite(trained), start_loss]
             if validation is not None:
                 checks += list(validation(kept))
-            epoch_loss, finite, *score = torch.stack(checks).tolist()
+            checks = [c.to(torch.float64) for c in checks]
+            epoch_loss, finite, first, *score = torch.stack(checks).tolist()
             # A held-out score of -inf or NaN means log Z overflowed: the weights
             # are finite but the model is not a density any more.
-            if not (finite and math.isfinite(epoch_loss)) or (
-                score and not math.isfinite(score[0])
+            if (
+                not (finite and math.isfinite(epoch_loss))
+                or (score and not math.isfinite(score[0]))
+                or epoch_loss > first + EXPLOSION * max(1.0, abs(first))
             ):
                 snapshot.restore()
                 result.diverged_epoch = epoch

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
@@ -52,6 +51,7 @@ from skebm.utils._sklearn_compat import (
 from skebm.utils._torch import (
     evaluate_in_chunks,
     frozen_parameters,
+    local_random_state,
     make_generator,
     new_seed,
     resolve_device,
@@ -530,8 +530,8 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             )
         if result.diverged_epoch is not None or not math.isfinite(self.log_partition_):
             when = (
-                f"at epoch {result.diverged_epoch}: the loss, the weights or the "
-                "held-out log-likelihood became non-finite"
+                f"at epoch {result.diverged_epoch}: the loss exploded, or the loss, "
+                "the weights or the held-out log-likelihood became non-finite"
                 if result.diverged_epoch is not None
                 else f"to a model whose log Z is {self.log_partition_}"
             )
@@ -559,7 +559,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
 
     def _initialize(self, X: np.ndarray) -> None:
         """Start a new model: device, standardisation, seeds, the validation rows."""
-        rng = check_random_state(self.random_state)
+        rng = local_random_state(self.random_state)
         (
             self._base_seed,
             self._energy_seed,
@@ -962,7 +962,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             )
         if n_samples < 1:
             raise ValueError(f"n_samples must be at least 1, got {n_samples}.")
-        rng = check_random_state(random_state)
+        rng = local_random_state(random_state)
         generator = make_generator(self.device_, new_seed(rng))
         model = self._model()
         fast = None

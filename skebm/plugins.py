@@ -47,8 +47,6 @@ from skebm.exceptions import (
     PluginWarning,
     UnknownComponentError,
 )
-from skebm.losses import BaseLoss
-from skebm.samplers import BaseSampler
 
 __all__ = [
     "COMPONENT_KINDS",
@@ -86,17 +84,42 @@ class ComponentKind:
     plural: str
     #: The hook that registers them (see :mod:`skebm.hookspecs`).
     hook: str
-    #: What a registered class must subclass; None: any class or factory.
-    base_class: type | None
+    #: What a registered class must subclass, as ``"module:Class"`` (by name:
+    #: the strategies' modules import the registry's users); None: any class or
+    #: factory.
+    base_class_path: str | None
+
+    @property
+    def base_class(self) -> type | None:
+        """The class :attr:`base_class_path` names, or None."""
+        if self.base_class_path is None:
+            return None
+        module, _, name = self.base_class_path.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
 #: Every kind, by name.
 COMPONENT_KINDS = {
     kind.name: kind
     for kind in (
-        ComponentKind("loss", "losses", "skebm_register_losses", BaseLoss),
-        ComponentKind("sampler", "samplers", "skebm_register_samplers", BaseSampler),
-        ComponentKind("energy", "energies", "skebm_register_energies", None),
+        ComponentKind(
+            name="loss",
+            plural="losses",
+            hook="skebm_register_losses",
+            base_class_path="skebm.losses:BaseLoss",
+        ),
+        ComponentKind(
+            name="sampler",
+            plural="samplers",
+            hook="skebm_register_samplers",
+            base_class_path="skebm.samplers:BaseSampler",
+        ),
+        ComponentKind(
+            name="energy",
+            plural="energies",
+            hook="skebm_register_energies",
+            base_class_path=None,
+        ),
     )
 }
 

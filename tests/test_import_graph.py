@@ -23,7 +23,8 @@ def _imported(module: str, path: Path, node, modules) -> set[str]:
     """The skebm modules one import statement names (``from a import b`` names
     ``a.b`` when that is a module, else ``a``)."""
     if isinstance(node, ast.Import):
-        return {alias.name for alias in node.names if alias.name in modules}
+        names = {alias.name for alias in node.names}
+        return _with_packages(names, module) & set(modules)
     base = node.module or ""
     if node.level:
         package = module.split(".")
@@ -35,7 +36,20 @@ def _imported(module: str, path: Path, node, modules) -> set[str]:
     for alias in node.names:
         submodule = f"{base}.{alias.name}"
         found.add(submodule if submodule in modules else base)
-    return found & set(modules)
+    return _with_packages(found, module) & set(modules)
+
+
+def _with_packages(names: set[str], importer: str) -> set[str]:
+    """``names`` plus the packages Python runs first to import them (``a.b.c``
+    runs ``a/b/__init__.py``), except those already running: the root package and
+    the importer's own packages."""
+    parents = {
+        ".".join(n.split(".")[:i]) for n in names for i in range(2, n.count(".") + 1)
+    }
+    running = {
+        ".".join(importer.split(".")[:i]) for i in range(1, importer.count(".") + 1)
+    }
+    return names | (parents - running)
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -80,8 +94,10 @@ def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
-def test_the_graph_sees_function_level_and_relative_imports():
+def test_the_graph_sees_function_level_relative_and_package_imports():
     graph = import_graph()
+    # skebm.losses._base imports skebm.energies.residual, which runs energies/__init__
+    assert "skebm.energies" in graph["skebm.losses._base"]
     assert "skebm.estimator" in graph["skebm.persistence"]
     assert "skebm._model_file" in graph["skebm.estimator"]
     assert len(graph) > 30

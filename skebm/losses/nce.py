@@ -12,6 +12,7 @@ from torch import distributions, nn
 from skebm.bases import DefensiveMixture
 from skebm.losses._base import BaseLoss
 from skebm.utils._sklearn_compat import HasMethods, Interval
+from skebm.utils._torch import seeded_global_rng
 
 __all__ = ["NoiseContrastiveEstimation"]
 
@@ -60,9 +61,7 @@ def draw(
         )
         return base.loc + base.scale * eps
     seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))
-    devices = [like.device] if like.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed, like.device):
         return noise.sample((n,)).to(like)
 
 

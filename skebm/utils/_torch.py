@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from sklearn.utils import check_random_state
 from torch import nn
 
 __all__ = [
@@ -15,11 +17,13 @@ __all__ = [
     "available_devices",
     "evaluate_in_chunks",
     "frozen_parameters",
+    "local_random_state",
     "make_generator",
     "new_seed",
     "resolve_device",
     "resolve_dtype",
     "seeded_construction",
+    "seeded_global_rng",
 ]
 
 #: Rows per forward pass in ``score_samples``. Every chunk is zero-padded to this
@@ -107,6 +111,16 @@ def resolve_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
+def local_random_state(random_state) -> np.random.RandomState:
+    """``check_random_state``, except that ``None`` gives a fresh ``RandomState``
+    seeded from the operating system instead of numpy's global one, which is left
+    untouched."""
+    if random_state is None:
+        entropy = np.random.SeedSequence().generate_state(1)[0]
+        return np.random.RandomState(int(entropy))
+    return check_random_state(random_state)
+
+
 def new_seed(rng: np.random.RandomState) -> int:
     """Draw a seed for a torch generator from a numpy ``RandomState``."""
     return int(rng.randint(np.iinfo(np.int32).max))
@@ -126,18 +140,35 @@ def make_generator(device: torch.device, seed: int | None = None) -> torch.Gener
     return generator
 
 
-@contextlib.contextmanager
-def seeded_construction(seed: int) -> Iterator[None]:
-    """Run module construction with a fixed seed, leaving the global RNG as it was.
+#: Held while torch's global generators are borrowed, so that skebm's fits in
+#: concurrent threads never interleave their seeded sections.
+_GLOBAL_RNG = threading.Lock()
 
-    ``nn.Linear`` and most user modules initialise their weights from torch's global
-    generator. Inside this context that generator is seeded with ``seed`` and its
-    previous state is restored on exit, so construction is reproducible and the
-    caller's random stream is untouched.
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Borrow torch's global generator (the CPU one, plus ``device``'s when it is a
+    CUDA device) seeded with ``seed``, and restore its state on exit.
+
+    For code that draws from the global generator and cannot be given a local one
+    (``nn.Linear``'s initialisation, ``torch.distributions``' ``sample``). Only the
+    generators named are seeded (never every CUDA device, as ``torch.manual_seed``
+    does), and a process-wide lock keeps concurrent fits from interleaving.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+    cuda = [device] if device is not None and device.type == "cuda" else []
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(int(seed))
+        for each in cuda:
+            with torch.cuda.device(each):
+                torch.cuda.manual_seed(int(seed))
         yield
+
+
+def seeded_construction(seed: int) -> Iterator[None]:
+    """Run module construction (on the CPU) with a fixed seed, leaving the global
+    RNG as it was: ``nn.Linear`` and most user modules initialise their weights
+    from torch's global generator. See :func:`seeded_global_rng`."""
+    return seeded_global_rng(seed)
 
 
 @contextlib.contextmanager
