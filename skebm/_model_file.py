@@ -24,7 +24,7 @@ from skebm._fitted_state import (
     restore_fitted,
 )
 from skebm._version import __version__
-from skebm.exceptions import UnsafeToSaveError
+from skebm.exceptions import ModelFileError, UnsafeToSaveError
 from skebm.plugins import COMPONENT_KINDS, get_registry
 from skebm.samplers import schedules
 from skebm.utils._torch import resolve_dtype
@@ -38,6 +38,16 @@ _METADATA = "skebm.json"
 _TENSORS = "tensors.pt"
 
 _ARRAY_KINDS = "biufUO"  # bool, int, uint, float, str, object (of str)
+
+#: Limits checked before anything in a file is read or built, so that a small file
+#: cannot make ``load`` allocate much more than the model it describes.
+MAX_METADATA_BYTES = 16 * 2**20
+MAX_TENSOR_BYTES = 2**31
+#: Most a member may inflate per stored byte (network weights barely compress).
+MAX_INFLATION = 20.0
+_SMALL_MEMBER = 2**20  # members below 1 MiB may compress better (JSON, tiny models)
+#: Longest string in a stored array (feature names).
+_MAX_STRING = 4096
 
 
 # -- JSON encoding of parameters and attributes -----------------------------------
@@ -166,8 +176,10 @@ def _decode(value: Any) -> Any:
     if tag == "__device__":
         return torch.device(value[tag])
     if tag == "__ndarray__":
-        dtype = np.dtype(value["dtype"])
-        if dtype.kind not in _ARRAY_KINDS:
+        dtype = np.dtype(str(value["dtype"]))
+        if dtype.kind not in _ARRAY_KINDS or (
+            dtype.kind == "U" and dtype.itemsize > 4 * _MAX_STRING
+        ):
             raise ValueError(f"Unsupported array dtype {value['dtype']!r} in the file.")
         return np.asarray(value[tag], dtype=dtype)
     if tag == "__component__":
@@ -241,28 +253,51 @@ def write(estimator, path) -> None:
 # -- loading -----------------------------------------------------------------------
 
 
+def _member(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """A member's bytes, refused before reading when it would inflate beyond
+    ``limit`` bytes or more than :data:`MAX_INFLATION` times its stored size."""
+    info = zf.getinfo(name)
+    inflation = info.file_size / max(info.compress_size, 1)
+    if info.file_size > limit or (
+        info.file_size > _SMALL_MEMBER and inflation > MAX_INFLATION
+    ):
+        raise ModelFileError(
+            f"{zf.filename!r} is refused: its member {name} would inflate to "
+            f"{info.file_size:,} bytes "
+            f"({inflation:.0f} times its stored size); a model file's limits are "
+            f"{limit:,} bytes and {MAX_INFLATION:.0f} times."
+        )
+    return zf.read(name)
+
+
 def read(path) -> tuple[dict, dict]:
-    """The metadata and tensors of a model file; ``ValueError`` if it is none."""
+    """The metadata and tensors of a model file.
+
+    Raises
+    ------
+    ModelFileError
+        When it is not a skebm model file, or is damaged, or its members exceed
+        the size limits.
+    """
     name = os.fspath(path)
-    try:
-        with zipfile.ZipFile(name) as zf:
-            if not {_METADATA, _TENSORS} <= set(zf.namelist()):
-                raise ValueError(
-                    f"{name!r} is not a skebm model file: it lacks {_METADATA} and "
-                    f"{_TENSORS}."
-                )
-            metadata = json.loads(zf.read(_METADATA))
-            raw_tensors = zf.read(_TENSORS)
-    except zipfile.BadZipFile as exc:
-        raise ValueError(
+    if not zipfile.is_zipfile(name):
+        raise ModelFileError(
             f"{name!r} is not a skebm model file (not a zip archive). A pickle or "
             "joblib file must be loaded with pickle or joblib, and only if you trust "
             "its source."
-        ) from exc
+        )
+    with zipfile.ZipFile(name) as zf:
+        if not {_METADATA, _TENSORS} <= set(zf.namelist()):
+            raise ModelFileError(
+                f"{name!r} is not a skebm model file: it lacks {_METADATA} and "
+                f"{_TENSORS}."
+            )
+        metadata = json.loads(_member(zf, _METADATA, MAX_METADATA_BYTES))
+        raw_tensors = _member(zf, _TENSORS, MAX_TENSOR_BYTES)
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise ValueError(f"{name!r} is not a skebm model file.")
+        raise ModelFileError(f"{name!r} is not a skebm model file.")
     if metadata.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
+        raise ModelFileError(
             f"{name!r} uses format version {metadata['format_version']}; this skebm "
             f"({__version__}) reads up to {FORMAT_VERSION}. Upgrade skebm."
         )
@@ -271,7 +306,7 @@ def read(path) -> tuple[dict, dict]:
             io.BytesIO(raw_tensors), map_location="cpu", weights_only=True
         )
     except pickle.UnpicklingError as exc:
-        raise ValueError(
+        raise ModelFileError(
             f"Refusing to load {name!r}: its tensor part holds objects other than "
             "tensors and plain containers, which could run code. It was not written "
             "by skebm's save, or it was altered; nothing from it was executed. "

@@ -6,6 +6,7 @@ __all__ = [
     "AmbiguousComponentError",
     "DeviceWarning",
     "DivergenceError",
+    "ModelFileError",
     "NotFittedError",
     "PartitionWarning",
     "PluginLoadError",
@@ -43,6 +44,13 @@ class DivergenceError(ValueError):
 
     The call that raises it leaves the estimator as it was before: a warm start
     keeps the model it started from, a first fit leaves it unfitted.
+    """
+
+
+class ModelFileError(ValueError):
+    """A file given to :func:`skebm.load` is damaged or is not a skebm model file.
+
+    The message names the file; the underlying error is chained as ``__cause__``.
     """
 
 

@@ -25,13 +25,15 @@ alternative: pickle or joblib, which trust the file.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from skebm import _model_file
 from skebm._fitted_state import warn_loaded_on_cpu, warn_other_version
 from skebm._model_file import FORMAT, FORMAT_VERSION
 from skebm.estimator import EnergyDensityEstimator
-from skebm.exceptions import UnknownComponentError
+from skebm.exceptions import ModelFileError, UnknownComponentError
 from skebm.utils._torch import resolve_device
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "load", "save"]
@@ -100,15 +102,22 @@ def load(path, *, device: str | None = None):
 
     Raises
     ------
-    ValueError
-        When the file is not a skebm model file, or its tensor part holds
-        anything but tensors and plain containers (a file crafted to run code is
-        refused before anything in it runs).
+    ModelFileError
+        A ``ValueError``: when the file is not a skebm model file, is damaged, or
+        exceeds the size limits of :mod:`skebm._model_file`, or its tensor part
+        holds anything but tensors and plain containers (a file crafted to run
+        code is refused before anything in it runs). The message names the file.
     UnknownComponentError
         When the model needs a loss, sampler or energy whose plugin is not
         installed; the message names it and its distribution.
     """
-    metadata, tensors = _model_file.read(path)
+    name = os.fspath(path)
+    try:
+        metadata, tensors = _model_file.read(path)
+    except (FileNotFoundError, IsADirectoryError, PermissionError, ModelFileError):
+        raise
+    except Exception as exc:
+        raise _damaged(name, exc) from exc
     warn_other_version(metadata.get("skebm_version"), stacklevel=2)
     try:
         estimator = _model_file.build(metadata, EnergyDensityEstimator)
@@ -131,4 +140,15 @@ def load(path, *, device: str | None = None):
             "that provides it, or let it load (see SKEBM_DISABLE_PLUGIN_AUTOLOAD and "
             f"SKEBM_LOAD_PLUGINS). {exc}"
         ) from exc
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        raise _damaged(name, exc) from exc
     return estimator
+
+
+def _damaged(name: str, exc: BaseException) -> ModelFileError:
+    return ModelFileError(
+        f"{name!r} is damaged or is not a skebm model file: "
+        f"{type(exc).__name__}: {str(exc)[:300]}"
+    )

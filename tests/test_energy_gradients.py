@@ -12,8 +12,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from skebm.bases import BaseDensity, GaussianMixtureDensity, StandardNormalDensity
 from skebm.energies import MLPEnergy, ResidualEnergy
 from skebm.energies.mlp import ACTIVATIONS
+from skebm.fast_gradient import langevin_move
 from skebm.samplers import MALA, Langevin, energy_and_grad, langevin_update
-from skebm.samplers._base import langevin_move
 from skebm.utils._torch import autograd_value_and_grad
 
 
