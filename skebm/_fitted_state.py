@@ -9,29 +9,34 @@
   with :func:`restore_fitted`;
 * **rebuilt attributes**, :data:`REBUILT_ATTRIBUTES`: made again from the
   parameters when a file is loaded;
-* every other attribute that ``fit`` sets (public ``name_`` and private
-  ``_name``) is plain data (numbers, strings, arrays, lists and dicts of them),
-  which pickling keeps as it is and the file stores as JSON.
+* **plain attributes**, :data:`PLAIN_ATTRIBUTES`: numbers, strings, arrays,
+  lists and dicts of them, which pickling keeps as they are and the file stores
+  as JSON; each with the check a value read from a file must pass.
 
-Adding a fitted attribute that holds plain data needs no change anywhere; one
-that holds tensors or a module is added to :data:`TENSOR_ATTRIBUTES` here, and
-to :func:`restore_fitted` if it is a module. ``tests`` check that no other
-fitted attribute holds a tensor, so a missed entry fails loudly.
+Adding a fitted attribute is a change here only: to :data:`TENSOR_ATTRIBUTES`
+(and to :func:`restore_fitted` if it is a module) or to
+:data:`PLAIN_ATTRIBUTES` with its check. ``tests/test_fitted_state.py`` checks
+that every attribute a fit sets is listed, so a missed entry fails loudly.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 
-from skebm._components import build_energy
+from skebm._components import build_energy, construct_energy
 from skebm._version import __version__
-from skebm.bases import BASE_CLASSES
+from skebm.bases import BASE_CLASSES, BASE_PARAMS
 from skebm.exceptions import DeviceWarning, VersionWarning
 from skebm.utils._torch import make_generator
+
+#: Names of the base densities ``base_kind_`` may hold.
+BASE_KINDS = frozenset(BASE_PARAMS) - {"auto"}
 
 #: Fitted attributes that hold tensors, with their key in a model file.
 TENSOR_ATTRIBUTES = {
@@ -41,6 +46,113 @@ TENSOR_ATTRIBUTES = {
     "_optimizer_state": "optimizer",
     "_train_rng_state": "train_rng_state",
 }
+
+
+def _seed(value, n_features) -> bool:
+    return isinstance(value, int) and 0 <= value < 2**32
+
+
+def _finite(value, n_features) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value)
+
+
+def _optional_finite(value, n_features) -> bool:
+    return value is None or _finite(value, n_features)
+
+
+def _finite_list(value, n_features) -> bool:
+    return isinstance(value, list) and all(_finite(v, n_features) for v in value)
+
+
+def _per_feature(positive: bool):
+    def check(value, n_features) -> bool:
+        return (
+            isinstance(value, np.ndarray)
+            and value.dtype == np.float64
+            and value.shape == (n_features,)
+            and bool(np.isfinite(value).all())
+            and (not positive or bool((value > 0).all()))
+        )
+
+    return check
+
+
+def _names(value, n_features) -> bool:
+    return (
+        isinstance(value, np.ndarray)
+        and value.dtype.kind in "UO"
+        and value.shape == (n_features,)
+        and all(isinstance(v, str) for v in value)
+    )
+
+
+def _flag(value, n_features) -> bool:
+    return isinstance(value, bool)
+
+
+#: Plain fitted attributes and what a value read from a file must be (given
+#: ``n_features_in_``); a file naming any other attribute is refused.
+PLAIN_ATTRIBUTES = {
+    "n_features_in_": lambda v, d: isinstance(v, int) and 1 <= v <= MAX_FEATURES,
+    "feature_names_in_": _names,
+    "mean_": _per_feature(positive=False),
+    "scale_": _per_feature(positive=True),
+    "log_partition_": _finite,
+    "log_partition_stderr_": lambda v, d: _finite(v, d) and v >= 0,
+    "n_iter_": lambda v, d: isinstance(v, int) and v >= 0,
+    "loss_curve_": _finite_list,
+    "base_kind_": lambda v, d: v in BASE_KINDS,
+    "base_scores_": lambda v, d: (
+        v is None
+        or (
+            isinstance(v, dict)
+            and all(k in BASE_KINDS and _finite(s, d) for k, s in v.items())
+        )
+    ),
+    "validation_scores_": lambda v, d: v is None or _finite_list(v, d),
+    "best_validation_score_": _optional_finite,
+    "base_validation_score_": _optional_finite,
+    "_partition_reliable": _flag,
+    "_energy_dropped": _flag,
+    "_base_seed": _seed,
+    "_energy_seed": _seed,
+    "_train_seed": _seed,
+    "_partition_seed": _seed,
+    "_split_seed": _seed,
+}
+
+#: Attributes of earlier versions, ignored when a file holds them.
+_RETIRED_ATTRIBUTES = ("diverged_",)
+
+#: Most features a model file may declare.
+MAX_FEATURES = 2**20
+
+
+def checked_plain(plain: dict) -> dict:
+    """``plain`` (the plain attributes read from a file) without retired ones,
+    after checking every name and value against :data:`PLAIN_ATTRIBUTES`.
+
+    Raises
+    ------
+    ValueError
+        Naming the first attribute that is unknown, missing or invalid.
+    """
+    plain = {k: v for k, v in plain.items() if k not in _RETIRED_ATTRIBUTES}
+    unknown = sorted(set(plain) - set(PLAIN_ATTRIBUTES))
+    if unknown:
+        raise ValueError(f"The file sets unknown fitted attributes {unknown}.")
+    n_features = plain.get("n_features_in_")
+    if not PLAIN_ATTRIBUTES["n_features_in_"](n_features, None):
+        raise ValueError(f"Invalid n_features_in_ {n_features!r} in the file.")
+    for name, check in PLAIN_ATTRIBUTES.items():
+        if name == "feature_names_in_" and name not in plain:
+            continue
+        if name not in plain or not check(plain[name], n_features):
+            raise ValueError(
+                f"Missing or invalid fitted attribute {name!r} in the file."
+            )
+    return plain
+
 
 #: Fitted attributes rebuilt from the parameters (and the device) on loading.
 REBUILT_ATTRIBUTES = ("loss_", "sampler_", "device_")
@@ -145,6 +257,9 @@ def restore_fitted(
     ValueError
         When the stored tensors do not fit what the parameters build.
     """
+    plain = checked_plain(plain)
+    map_tensors(tensors, _check_dense)
+    _check_energy_shapes(estimator, plain["n_features_in_"], tensors["energy"])
     for name, value in plain.items():
         setattr(estimator, name, value)
     n_features = estimator.n_features_in_
@@ -179,6 +294,38 @@ def restore_fitted(
     estimator._optimizer_state = _on(tensors["optimizer"], device, copy_modules=False)
     same_type = fitted_on.type == device.type
     estimator._train_rng_state = tensors["train_rng_state"] if same_type else None
+
+
+def _check_dense(tensor: torch.Tensor) -> torch.Tensor:
+    """Refuse a stored tensor larger than its storage (a zero-stride view), so a
+    model is never bigger than the bytes of its file."""
+    if tensor.numel() * tensor.element_size() > tensor.untyped_storage().nbytes():
+        raise ValueError(
+            f"The file holds a tensor of shape {tuple(tensor.shape)} on a storage "
+            f"of {tensor.untyped_storage().nbytes()} bytes."
+        )
+    return tensor
+
+
+def _check_energy_shapes(estimator, n_features: int, stored: dict) -> None:
+    """Compare the stored energy's tensors with what its parameters build, on
+    the meta device (nothing allocated), before building it for real."""
+    try:
+        with torch.device("meta"):
+            probe = construct_energy(
+                estimator.energy, estimator.energy_params, n_features=n_features
+            )
+        expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    except Exception:  # an energy that cannot be built on meta: checked when built
+        return
+    found = {k: tuple(v.shape) for k, v in stored.items() if torch.is_tensor(v)}
+    if expected != found:
+        raise ValueError(
+            "The stored energy does not fit the module its parameters build "
+            "(were energy or energy_params changed after fit?): "
+            f"{len(found)} tensors stored, {len(expected)} expected, or their shapes "
+            "differ."
+        )
 
 
 def _loaded(module: nn.Module, state: dict, what: str) -> nn.Module:

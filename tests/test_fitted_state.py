@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import skebm
-from skebm._fitted_state import REBUILT_ATTRIBUTES, TENSOR_ATTRIBUTES
+from skebm._fitted_state import PLAIN_ATTRIBUTES, REBUILT_ATTRIBUTES, TENSOR_ATTRIBUTES
 from skebm.datasets import make_two_moons
 from tests.conftest import small_estimator
 
@@ -42,15 +42,17 @@ def fitted(request):
     return small_estimator(random_state=0, **FITS[request.param]).fit(X), X
 
 
-def test_only_the_listed_attributes_hold_tensors(fitted):
+def test_every_fitted_attribute_is_listed_and_only_the_listed_hold_tensors(fitted):
     est, _ = fitted
     params = est.get_params(deep=False)
     for name, value in vars(est).items():
         if name in params or name in TENSOR_ATTRIBUTES or name in REBUILT_ATTRIBUTES:
             continue
+        assert name in PLAIN_ATTRIBUTES, f"list {name} in skebm/_fitted_state.py"
         assert not _holds_tensors(value), (
             f"{name} holds tensors: list it in skebm._fitted_state.TENSOR_ATTRIBUTES"
         )
+        assert PLAIN_ATTRIBUTES[name](value, est.n_features_in_), name
     assert set(TENSOR_ATTRIBUTES) <= set(vars(est))
 
 
@@ -83,3 +85,37 @@ def test_a_file_saved_before_the_fitted_state_had_one_owner_loads():
     np.testing.assert_allclose(est.score_samples(X), expected["score_samples"])
     np.testing.assert_allclose(est.sample(5, random_state=0), expected["sample"])
     assert est._loss_state is not None and est._optimizer_state is not None
+
+
+#: Attribute edits a hostile or damaged file may carry, each refused on loading.
+BAD_ATTRIBUTES = {
+    "a NaN mean": ("mean_", {"__ndarray__": [float("nan"), 0.0], "dtype": "float64"}),
+    "a zero scale": ("scale_", {"__ndarray__": [0.0, 1.0], "dtype": "float64"}),
+    "a string log Z": ("log_partition_", "0.0"),
+    "an object array": ("mean_", {"__ndarray__": ["a", "b"], "dtype": "O"}),
+    "a method name": ("score_samples", 1.0),
+    "the class": ("__class__", "EnergyDensityEstimator"),
+    "a huge n_features_in_": ("n_features_in_", 10**12),
+    "a wrong n_features_in_": ("n_features_in_", 3),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(BAD_ATTRIBUTES))
+def test_fitted_attributes_from_a_file_are_checked(edit, tmp_path):
+    import zipfile
+
+    from skebm.exceptions import ModelFileError
+
+    name, value = BAD_ATTRIBUTES[edit]
+    source = DATA / "pre-refactor.skebm"
+    path = tmp_path / "edited.skebm"
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(path, "w") as zout:
+        for member in zin.namelist():
+            data = zin.read(member)
+            if member == "skebm.json":
+                metadata = json.loads(data)
+                metadata["attributes"][name] = value
+                data = json.dumps(metadata).encode()
+            zout.writestr(member, data)
+    with pytest.raises(ModelFileError, match="edited.skebm"):
+        skebm.load(path)

@@ -118,3 +118,39 @@ def test_files_that_are_not_model_files(content, tmp_path):
     path.write_bytes(content)
     with pytest.raises(ModelFileError, match="x.skebm"):
         skebm.load(path)
+
+
+def test_huge_declared_layers_are_refused_before_anything_is_built(
+    model_bytes, tmp_path
+):
+    """Parameters that would build a 4e12-weight network are compared, on the
+    meta device, with the tensors actually stored."""
+
+    def huge_layers(data):
+        metadata = json.loads(data)
+        metadata["params"]["energy_params"] = {
+            "__dict__": {"hidden_layer_sizes": {"__tuple__": [2_000_000, 2_000_000]}}
+        }
+        return json.dumps(metadata).encode()
+
+    path = tmp_path / "huge.skebm"
+    path.write_bytes(_rewritten(model_bytes, skebm_json=huge_layers))
+    with pytest.raises(ModelFileError, match="huge.skebm.*does not fit"):
+        skebm.load(path)
+
+
+def test_a_tensor_larger_than_its_storage_is_refused(model_bytes, tmp_path):
+    import torch
+
+    def zero_stride(data):
+        tensors = torch.load(io.BytesIO(data), weights_only=True)
+        name = next(iter(tensors["energy"]))
+        tensors["energy"][name] = torch.zeros(1).expand(10**9)
+        out = io.BytesIO()
+        torch.save(tensors, out)
+        return out.getvalue()
+
+    path = tmp_path / "strided.skebm"
+    path.write_bytes(_rewritten(model_bytes, tensors_pt=zero_stride))
+    with pytest.raises(ModelFileError, match="strided.skebm.*storage"):
+        skebm.load(path)
