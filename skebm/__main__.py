@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
 
 def _plugins(args) -> int:
-    from skebm.plugins import COMPONENT_KINDS, get_registry
+    # Plugins run when they load; whatever they print goes to stderr, so that
+    # stdout holds nothing but the JSON.
+    with contextlib.redirect_stdout(sys.stderr):
+        from skebm.plugins import COMPONENT_KINDS, get_registry
 
-    registry = get_registry()
-    plugins = [
-        p.as_dict() for p in registry.plugins if args.all or p.status != "builtin"
-    ]
-    components = [
-        c.as_dict()
-        for kind in COMPONENT_KINDS
-        for c in registry.components(kind)
-        if args.all or not c.builtin
-    ]
+        registry = get_registry()
+        plugins = [
+            p.as_dict() for p in registry.plugins if args.all or p.status != "builtin"
+        ]
+        components = [
+            c.as_dict()
+            for kind in COMPONENT_KINDS
+            for c in registry.components(kind)
+            if args.all or not c.builtin
+        ]
     json.dump({"plugins": plugins, "components": components}, sys.stdout, indent=2)
     print()
     return 0

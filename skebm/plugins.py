@@ -123,6 +123,11 @@ COMPONENT_KINDS = {
     )
 }
 
+#: What a plugin may raise without taking the host down: any error, and
+#: ``SystemExit`` (a plugin calling ``sys.exit``); ``KeyboardInterrupt`` still
+#: interrupts.
+_PLUGIN_ERRORS = (Exception, SystemExit)
+
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -275,6 +280,7 @@ class Registry:
         self._warned: set[str] = set()
         self._plugins: dict[str, PluginInfo] = {}
         self._index: dict[str, dict[str, list[Component]]] | None = None
+        self._collecting = False
         for module_name in BUILTIN_PLUGINS:
             self._register(
                 importlib.import_module(module_name),
@@ -320,10 +326,7 @@ class Registry:
         seen: dict[str, str] = {}
         installed: list[str] = []
         allowed: set[str] = set()
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist = getattr(ep, "dist", None)
-            dist_name = dist.metadata["Name"] if dist is not None else ep.name
-            version = dist.version if dist is not None else None
+        for ep, dist_name, version in self._entry_points():
             installed.append(f"{ep.name} ({dist_name})")
             names = {_normalise(ep.name), _normalise(dist_name)}
             if self.allowlist is not None:
@@ -344,7 +347,7 @@ class Registry:
             key = f"{dist_name}/{ep.name}"
             try:
                 plugin = ep.load()
-            except Exception as exc:  # a broken plugin must not break skebm
+            except _PLUGIN_ERRORS as exc:  # a broken plugin must not break skebm
                 self._plugins[key] = info  # listed, with its error
                 self._fail(info, exc, "failed to import")
                 continue
@@ -357,12 +360,47 @@ class Registry:
                 f"{', '.join(installed) or 'none'}."
             )
 
+    def _entry_points(self) -> list[tuple[Any, str, str | None]]:
+        """``(entry point, distribution name, version)`` of every installed entry
+        point in the group, first distribution of a name on ``sys.path`` only (as
+        ``importlib.metadata.entry_points`` does). Distributions whose metadata
+        cannot be read, or has no name, are skipped with one warning each,
+        instead of breaking the whole listing."""
+        found, seen = [], set()
+        for dist in importlib.metadata.distributions():
+            try:
+                name = dist.metadata["Name"]
+                points = [
+                    ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP
+                ]
+                version = dist.version
+            except Exception as exc:
+                self._warn(
+                    f"An installed distribution's metadata could not be read "
+                    f"({type(exc).__name__}: {exc}); its skebm plugins, if any, are "
+                    "skipped."
+                )
+                continue
+            if not isinstance(name, str) or not name.strip():
+                if points:
+                    self._warn(
+                        "An installed distribution declares skebm entry points "
+                        f"{sorted(ep.name for ep in points)} but its METADATA has no "
+                        "Name; they are skipped."
+                    )
+                continue
+            if _normalise(name) in seen:
+                continue
+            seen.add(_normalise(name))
+            found += [(ep, name, version) for ep in points]
+        return found
+
     def _register(self, plugin: Any, *, key: str, info: PluginInfo) -> None:
         self._plugins[key] = info
         self._index = None
         try:
             self._pm.register(plugin, name=key)
-        except Exception as exc:
+        except _PLUGIN_ERRORS as exc:
             self._fail(info, exc, "could not be registered")
             return
         callers = self._pm.get_hookcallers(plugin) or []
@@ -421,6 +459,19 @@ class Registry:
     def _collect(self) -> dict[str, dict[str, list[Component]]]:
         if self._index is not None:
             return self._index
+        if self._collecting:
+            raise PluginLoadError(
+                "a skebm hook looked a component up while the plugins' hooks were "
+                "being called; hooks must only call register(name, component)"
+            )
+        self._collecting = True
+        try:
+            self._index = self._build_index()
+        finally:
+            self._collecting = False
+        return self._index
+
+    def _build_index(self) -> dict[str, dict[str, list[Component]]]:
         collected: list[Component] = []
         for kind, hook_name in ((k.name, k.hook) for k in COMPONENT_KINDS.values()):
             hook = getattr(self._pm.hook, hook_name)
@@ -435,7 +486,7 @@ class Registry:
 
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})
-                except Exception as exc:
+                except _PLUGIN_ERRORS as exc:
                     self._fail(info, exc, f"raised in {hook_name}")
                     continue
                 self._trace(
@@ -487,7 +538,6 @@ class Registry:
                 for c in collected
                 if c.distribution == info.distribution and c.plugin == info.name
             ]
-        self._index = index
         return index
 
     def _valid(self, kind: str, name: Any, component: Any, info: PluginInfo) -> bool:
