@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import torch
 
 from skebm._components import _check_keys
 from skebm.bases import BASE_PARAMS
@@ -70,6 +71,8 @@ def validate_samples(estimator, X, *, reset: bool, ensure_min_samples: int = 1):
     -------
     X : ndarray of shape (n_samples, n_features), float64 or float32
     """
+    if isinstance(X, torch.Tensor):
+        X = _tensor_to_numpy(X)
     try:
         return validate_data(
             estimator,
@@ -86,6 +89,15 @@ def validate_samples(estimator, X, *, reset: bool, ensure_min_samples: int = 1):
                     raise type(exc)(_COMPLEX_HINT) from exc
                 raise type(exc)(f"{message.rstrip()} {hint}") from exc
         raise
+
+
+def _tensor_to_numpy(X: torch.Tensor) -> np.ndarray:
+    """A tensor as a NumPy array on the CPU: detached (gradients are not taken
+    through scoring), floating dtypes numpy lacks (bfloat16) as float32."""
+    X = X.detach().cpu()
+    if X.is_floating_point() and X.dtype not in (torch.float32, torch.float64):
+        X = X.to(torch.float32)
+    return X.resolve_conj().numpy()
 
 
 def check_standardisation(mean: np.ndarray, scale: np.ndarray) -> None:

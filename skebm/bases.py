@@ -558,6 +558,10 @@ def gaussianizing_knots(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return knots_x, np.tile(knots_z, (n_features, 1))
 
 
+#: Largest full covariance matrix a mixture component may hold.
+MAX_COVARIANCE_BYTES = 2 * 2**30
+
+
 def _max_components(n_samples: int, n_features: int, covariance_type: str) -> int:
     """The most components the data support: 5 samples per free parameter."""
     cov_params = (
@@ -684,6 +688,14 @@ def _fit_mixture(
     if covariance_type not in ("full", "diag"):
         raise ValueError(
             f"covariance_type must be 'full' or 'diag', got {covariance_type!r}."
+        )
+    covariance_bytes = 8 * n_features**2
+    if covariance_type == "full" and covariance_bytes > MAX_COVARIANCE_BYTES:
+        raise ValueError(
+            f"A full covariance of {n_features:,} features takes "
+            f"{covariance_bytes / 2**30:,.1f} GiB (more than "
+            f"{MAX_COVARIANCE_BYTES / 2**30:.0f} GiB per component). Use "
+            "base='standard', or base_params={'covariance_type': 'diag'}."
         )
     n_components = params.get("n_components")
     if n_components is None:

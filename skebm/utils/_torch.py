@@ -17,6 +17,7 @@ __all__ = [
     "available_devices",
     "evaluate_in_chunks",
     "frozen_parameters",
+    "inference_chunk",
     "local_random_state",
     "make_generator",
     "new_seed",
@@ -26,9 +27,23 @@ __all__ = [
     "seeded_global_rng",
 ]
 
-#: Rows per forward pass in ``score_samples``. Every chunk is zero-padded to this
-#: size, so a row's value never depends on how many rows were passed with it.
+#: Most rows per forward pass in ``score_samples``. Every chunk is zero-padded to
+#: its size, so a row's value never depends on how many rows were passed with it.
 INFERENCE_CHUNK = 1024
+
+#: Bytes of one chunk's rows (float64) that set the chunk size of wide data.
+_CHUNK_BYTES = 8 * 2**20
+
+
+def inference_chunk(n_features: int) -> int:
+    """Rows per chunk for ``n_features`` columns: :data:`INFERENCE_CHUNK`, or
+    fewer (a power of two) when those rows would exceed 8 MiB. It depends on the
+    number of features only, so results stay independent of the rows passed."""
+    rows = _CHUNK_BYTES // (8 * max(1, n_features))
+    if rows >= INFERENCE_CHUNK:
+        return INFERENCE_CHUNK
+    return 1 << max(0, int(rows).bit_length() - 1)
+
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -199,14 +214,15 @@ def evaluate_in_chunks(
     *,
     device: torch.device,
     dtype: torch.dtype,
-    chunk: int = INFERENCE_CHUNK,
+    chunk: int | None = None,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Apply ``fn`` row-wise to ``Z`` in fixed-size, zero-padded chunks.
 
-    Every call of ``fn`` sees exactly ``chunk`` rows, so the result for one row is
-    bit-identical whatever rows are evaluated with it (the same GEMM shapes run every
-    time). ``transform`` (e.g. standardisation) is applied to each chunk of ``Z``
+    Every call of ``fn`` sees exactly ``chunk`` rows (by default
+    :func:`inference_chunk` of the number of columns), so the result for one row
+    is bit-identical whatever rows are evaluated with it (the same GEMM shapes run
+    every time). ``transform`` (e.g. standardisation) is applied to each chunk of ``Z``
     before it is evaluated. Memory beyond the output is bounded by one chunk.
 
     Returns
@@ -214,6 +230,7 @@ def evaluate_in_chunks(
     values : ndarray of shape (n_rows,), float64
     """
     n_rows, n_features = Z.shape
+    chunk = inference_chunk(n_features) if chunk is None else chunk
     out = np.empty(n_rows, dtype=np.float64)
     buffer = torch.zeros((chunk, n_features), device=device, dtype=dtype)
     with torch.no_grad():
