@@ -12,6 +12,7 @@ import copy
 import pickle
 import re
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,12 @@ import torch
 from sklearn.exceptions import NotFittedError
 
 import skebm
-from skebm.exceptions import UnknownComponentError, UnsafeToSaveError
+from skebm.exceptions import (
+    DivergenceError,
+    ModelFileError,
+    UnknownComponentError,
+    UnsafeToSaveError,
+)
 from skebm.utils._sklearn_compat import InvalidParameterError
 from tests.conftest import small_estimator
 
@@ -35,6 +41,8 @@ OUTCOMES = {
     "NotFittedError": NotFittedError,
     "UnsafeToSaveError": UnsafeToSaveError,
     "UserWarning": UserWarning,
+    "ModelFileError": ModelFileError,
+    "DivergenceError": DivergenceError,
 }
 
 
@@ -189,6 +197,37 @@ def _load_pickle(method, fitted, tmp_path):
     skebm.load(path)
 
 
+def _damaged_file(method, fitted, tmp_path):
+    path = tmp_path / "model.skebm"
+    skebm.save(fitted, path)
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("tensors.pt")
+    raw[info.header_offset + 30 + len(info.filename) + info.compress_size // 2] ^= 1
+    path.write_bytes(bytes(raw))
+    skebm.load(path)
+
+
+def _inflating_file(method, fitted, tmp_path):
+    path = tmp_path / "model.skebm"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("skebm.json", "{}")
+        zf.writestr("tensors.pt", bytes(200 * 2**20))
+    skebm.load(path)
+
+
+def _tensor_input(method, fitted, tmp_path):
+    tensor = torch.tensor(X_GOOD, dtype=torch.bfloat16, requires_grad=True)
+    values = torch.as_tensor(X_GOOD, dtype=torch.bfloat16).to(torch.float32).numpy()
+    if method == "fit":
+        small_estimator(random_state=0, max_iter=1).fit(tensor)
+    else:
+        np.testing.assert_allclose(
+            fitted.score_samples(tensor), fitted.score_samples(values), rtol=1e-6
+        )
+    assert tensor.grad is None
+
+
 CASES = {
     "NaN in `X`": _on_data(_with_row(np.nan)),
     "±inf in `X`": _on_data(_with_row(np.inf)),
@@ -231,6 +270,17 @@ CASES = {
     "an estimator that is not fitted": _unfitted,
     "a lambda as `energy`": _save_lambda,
     "a pickle file": _load_pickle,
+    "a damaged model file (one byte of its tensors changed)": _damaged_file,
+    "a 200 kB model file whose tensors inflate to 200 MB": _inflating_file,
+    "a learning rate far too large, `learning_rate=1e10`": _fit_with(
+        learning_rate=1e10
+    ),
+    "a bfloat16 tensor that requires grad": _tensor_input,
+    "20,000 features with a full-covariance base": lambda method, fitted, tmp_path: (
+        small_estimator(base="gmm").fit(
+            np.random.RandomState(0).normal(size=(4, 20_000))
+        )
+    ),
 }
 
 
