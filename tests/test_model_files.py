@@ -4,6 +4,9 @@ read or built."""
 
 import io
 import json
+import os
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -154,3 +157,112 @@ def test_a_tensor_larger_than_its_storage_is_refused(model_bytes, tmp_path):
     path.write_bytes(_rewritten(model_bytes, tensors_pt=zero_stride))
     with pytest.raises(ModelFileError, match="strided.skebm.*storage"):
         skebm.load(path)
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats()
+    | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["__ndarray__", "dtype", "__tuple__", "x"]),
+            children,
+            max_size=2,
+        )
+    ),
+    max_leaves=6,
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    name=st.sampled_from(
+        [
+            "mean_",
+            "scale_",
+            "n_features_in_",
+            "log_partition_",
+            "loss_curve_",
+            "base_kind_",
+            "base_scores_",
+            "_train_seed",
+            "feature_names_in_",
+            "x_",
+        ]
+    ),
+    value=_json_values,
+)
+def test_hostile_attribute_values_are_refused_or_valid(
+    model_bytes, tmp_path, name, value
+):
+    def edit(data):
+        metadata = json.loads(data)
+        metadata["attributes"][name] = value
+        return json.dumps(metadata).encode()
+
+    path = tmp_path / "hostile.skebm"
+    path.write_bytes(_rewritten(model_bytes, skebm_json=edit))
+    try:
+        est = skebm.load(path)
+    except ModelFileError:
+        return
+    assert not np.isnan(est.score_samples(np.zeros((2, 2)))).any()
+
+
+#: Loads each file in a child process whose address space is capped at what it
+#: uses after importing skebm plus 256 MiB.
+_CAPPED_LOAD = """
+import resource, sys
+import skebm
+from skebm.exceptions import ModelFileError
+size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (size + 256 * 2**20, resource.RLIM_INFINITY))
+try:
+    skebm.load(sys.argv[1])
+except ModelFileError:
+    print("refused")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+def test_hostile_files_are_refused_within_256_mib(model_bytes, tmp_path):
+    import torch
+
+    def huge_layers(data):
+        metadata = json.loads(data)
+        metadata["params"]["energy_params"] = {
+            "__dict__": {"hidden_layer_sizes": {"__tuple__": [30_000, 30_000]}}
+        }
+        return json.dumps(metadata).encode()
+
+    def zero_stride(data):
+        tensors = torch.load(io.BytesIO(data), weights_only=True)
+        name = next(iter(tensors["energy"]))
+        tensors["energy"][name] = torch.zeros(1).expand(10**9)
+        out = io.BytesIO()
+        torch.save(tensors, out)
+        return out.getvalue()
+
+    files = {
+        "bomb": _rewritten(model_bytes, tensors_pt=bytes(512 * 2**20)),
+        "layers": _rewritten(model_bytes, skebm_json=huge_layers),
+        "strided": _rewritten(model_bytes, tensors_pt=zero_stride),
+    }
+    for name, content in files.items():
+        path = tmp_path / f"{name}.skebm"
+        path.write_bytes(content)
+        assert path.stat().st_size < 10 * 2**20
+        done = subprocess.run(
+            [sys.executable, "-c", _CAPPED_LOAD, str(path)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SKEBM_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        )
+        assert done.stdout.strip() == "refused", (name, done.stderr[-2000:])
