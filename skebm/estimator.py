@@ -216,7 +216,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         Opt-in fast path. On CUDA, each training step (the loss with its MCMC,
         backward and Adam) and each ``sample`` loop are recorded as CUDA graphs and
         replayed, which removes the launch overhead that dominates small networks
-        (measured 10-17x on an H100). Elsewhere, the energy's gradient and the
+        (see docs/performance.md). Elsewhere, the energy's gradient and the
         Langevin move used by every sampler step are compiled with
         ``torch.compile``. Results match
         eager mode (bit-identical where the kernels are the same, else to float
@@ -295,7 +295,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     used after ``fit``. ``sample`` starts chains at exact draws of the base and runs
     ``sample_steps`` steps of the sampler. How the defaults were chosen, and where
     they lose to ``KernelDensity``, ``GaussianMixture`` or a normalizing flow, is
-    measured by ``benchmarks/quality.py`` (see the README).
+    measured by ``benchmarks/quality.py`` (see docs/density-quality.md).
 
     Examples
     --------
