@@ -110,12 +110,16 @@ class _Averaging:
 #: weights for an epoch to count: below it the estimate may miss mass.
 MIN_VALIDATION_ESS = 0.01
 
-#: Training has exploded when an epoch's mean loss exceeds the loss of this
-#: call's first batch (measured before any step) by this many times its
-#: magnitude (at least 1): a loss that rises by orders of magnitude while the
-#: weights stay finite (a learning rate far too large). Losses that fall, as
-#: score matching's may without bound, never trigger it.
+#: Training has exploded when the mean loss of two epochs in a row exceeds the
+#: loss of this call's first batch (measured before any step) by
+#: :data:`EXPLOSION` times its magnitude (at least 1), or one epoch's by
+#: :data:`SUDDEN_EXPLOSION` times: a loss that rises by orders of magnitude while
+#: the weights stay finite (a learning rate far too large). A single spike that
+#: recovers (contrastive divergence on a few rows can jump from 0 to 1e3 and come
+#: back) is not one; losses that fall, as score matching's may without bound,
+#: never are.
 EXPLOSION = 100.0
+SUDDEN_EXPLOSION = 1e4
 
 
 class _BestEpoch:
@@ -254,7 +258,7 @@ def run_epochs(
         result.initial_score = float(validation(kept)[0])
         best = _BestEpoch(kept, result.initial_score, tol or 0.0)
     plateau = max(1, n_iter_no_change // 3)
-    start_loss = None
+    start_loss, rising = None, False
     no_improvement = 0
     step = make_train_step(
         loss=loss,
@@ -316,14 +320,17 @@ def run_epochs(
             epoch_loss, finite, first, *score = torch.stack(checks).tolist()
             # A held-out score of -inf or NaN means log Z overflowed: the weights
             # are finite but the model is not a density any more.
+            rise = (epoch_loss - first) / max(1.0, abs(first))
             if (
                 not (finite and math.isfinite(epoch_loss))
                 or (score and not math.isfinite(score[0]))
-                or epoch_loss > first + EXPLOSION * max(1.0, abs(first))
+                or rise > SUDDEN_EXPLOSION
+                or (rise > EXPLOSION and rising)
             ):
                 snapshot.restore()
                 result.diverged_epoch = epoch
                 return finish()
+            rising = rise > EXPLOSION
             snapshot.save()
             result.losses.append(epoch_loss)
             result.seconds.append(time.perf_counter() - start)
