@@ -369,7 +369,7 @@ class Registry:
         found, seen = [], set()
         for dist in importlib.metadata.distributions():
             try:
-                name = dist.metadata["Name"]
+                name = dist.metadata.get("Name")
                 points = [
                     ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP
                 ]
