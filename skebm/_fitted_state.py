@@ -15,7 +15,7 @@
 
 Adding a fitted attribute is a change here only: to :data:`TENSOR_ATTRIBUTES`
 (and to :func:`restore_fitted` if it is a module) or to
-:data:`PLAIN_ATTRIBUTES` with its check. ``tests/test_fitted_state.py`` checks
+:data:`PLAIN_ATTRIBUTES` with its check. ``tests/unit/test_fitted_state.py`` checks
 that every attribute a fit sets is listed, so a missed entry fails loudly.
 """
 

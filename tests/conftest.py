@@ -10,23 +10,8 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import numpy as np
 import pytest
-import torch
 
-from skebm import EnergyDensityEstimator
 from skebm.plugins import reset_registry
-
-#: A configuration small enough for the 40+ fits of scikit-learn's checks.
-SMALL = dict(
-    energy_params={"hidden_layer_sizes": (16,), "fourier_features": 8},
-    max_iter=3,
-    sample_steps=5,
-    partition_params={"n_chains": 64, "n_temperatures": 10, "n_points": 101},
-)
-
-
-def small_estimator(**params) -> EnergyDensityEstimator:
-    """An EnergyDensityEstimator that fits in tens of milliseconds."""
-    return EnergyDensityEstimator(**{**SMALL, "device": "cpu", **params})
 
 
 @pytest.fixture(autouse=True)
@@ -47,6 +32,3 @@ def moons():
 @pytest.fixture
 def rng():
     return np.random.RandomState(0)
-
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,0 +1,145 @@
+"""Held-out rows inside fit: early stopping on the held-out log-likelihood, averaged
+weights, the choice among candidate bases, and an honest log Z for each."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from skebm._training import _Averaging
+from skebm.datasets import make_rings
+from skebm.exceptions import PartitionWarning
+from skebm.partition import grid_log_partition
+from tests._helpers import small_estimator
+
+
+@pytest.fixture(scope="module")
+def rings():
+    return make_rings(600, random_state=0)
+
+
+def test_the_curve_starts_at_the_base_and_the_best_epoch_is_kept(rings):
+    est = small_estimator(
+        max_iter=30, n_iter_no_change=4, base="gaussian", random_state=0
+    ).fit(rings)
+    scores = est.validation_scores_
+    assert len(scores) == est.n_iter_ + 1  # the untrained model, then every epoch
+    assert scores[0] == pytest.approx(est.base_validation_score_, abs=1e-9)
+    # Stopped n_iter_no_change epochs after the best one (or at max_iter).
+    best = int(np.argmax(scores))
+    assert est.n_iter_ == 30 or est.n_iter_ - best == 4
+    # The kept model beats its base on the held-out rows (measured: +0.11 nats).
+    assert est.best_validation_score_ > est.base_validation_score_ + 0.05
+
+
+def test_an_energy_that_never_helps_leaves_the_model_equal_to_its_base(rings):
+    """No epoch improves the held-out score by tol: the untrained energy (zero
+    everywhere) is what fit keeps, so the model is exactly its base."""
+    est = small_estimator(
+        max_iter=20,
+        n_iter_no_change=3,
+        tol=10.0,
+        base="gmm",
+        ema_decay=0.0,
+        random_state=0,
+    ).fit(rings)
+    assert est.n_iter_ == 3
+    z = torch.randn(50, 2)
+    with torch.no_grad():
+        assert est.energy_(z).abs().max().item() == 0.0
+    # log Z of the base alone is 0 up to the error of a 101 x 101 quadrature.
+    assert est.log_partition_ == pytest.approx(0.0, abs=1e-3)
+
+
+def test_auto_keeps_the_candidate_base_that_scores_best_on_held_out_rows(rings):
+    est = small_estimator(max_iter=5, random_state=0).fit(rings)
+    assert set(est.base_scores_) == {"gaussian", "gmm", "gaussianized"}
+    assert est.base_kind_ == max(est.base_scores_, key=est.base_scores_.get)
+    assert est.best_validation_score_ == est.base_scores_[est.base_kind_]
+
+
+def test_without_held_out_rows_auto_is_one_mixture(rings):
+    for est in (
+        small_estimator(early_stopping=False, random_state=0).fit(rings),
+        small_estimator(random_state=0).partial_fit(rings),
+        small_estimator(random_state=0).fit(rings[:40]),  # 4 rows would be held out
+    ):
+        assert est.base_kind_ == "gmm" and est.base_scores_ is None
+        assert est.validation_scores_ is None
+
+
+def test_partition_auto_is_exact_quadrature_in_two_dimensions(rings):
+    est = small_estimator(max_iter=3, base="gaussian", random_state=0)
+    est.set_params(partition_params=None).fit(rings)
+    grid = grid_log_partition(est._model())
+    assert est.log_partition_ == grid.log_partition
+    # Options of either method are accepted with "auto"; each reads its own.
+    est.set_params(partition_params={"n_points": 101, "n_chains": 8}).fit(rings)
+    grid = grid_log_partition(est._model(), n_points=101)
+    assert est.log_partition_ == grid.log_partition
+
+
+def _sharp_clusters(rng):
+    return np.vstack([rng.normal(size=(150, 3)) * 0.05 + c for c in (-2, 0, 2)])
+
+
+def test_a_log_partition_resting_on_few_chains_drops_the_energy(rng):
+    """A trained energy whose AIS log Z rests on a few chains is replaced by its
+    untrained (zero) self: the model falls back to its base, with an exact log Z."""
+    est = small_estimator(
+        max_iter=40,
+        base="standard",
+        learning_rate=3e-2,
+        energy_params={"hidden_layer_sizes": (32,)},
+        partition_params={"n_chains": 12, "n_temperatures": 2},
+        random_state=0,
+    )
+    X = _sharp_clusters(rng)
+    with pytest.warns(PartitionWarning, match="the trained energy was dropped"):
+        est.fit(X)
+    assert est.log_partition_ == 0.0
+    np.testing.assert_array_equal(est.score_samples(X), est.base_score_samples(X))
+
+
+def test_an_energy_that_does_not_start_at_zero_is_kept_with_a_warning(rng):
+    est = small_estimator(
+        max_iter=10,
+        base="standard",
+        energy="gaussian",
+        energy_params=None,
+        learning_rate=3e-2,
+        partition_params={"n_chains": 12, "n_temperatures": 2},
+        random_state=0,
+    )
+    with pytest.warns(PartitionWarning, match="may be off"):
+        est.fit(_sharp_clusters(rng))
+
+
+def test_a_reliable_log_partition_does_not_warn(rings):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PartitionWarning)
+        small_estimator(max_iter=3, random_state=0).fit(rings)
+
+
+def test_averaging_warms_up_then_follows_the_weights_slowly():
+    module = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(module.weight)
+    averaging = _Averaging(module, decay=0.99)
+    with torch.no_grad():
+        module.weight.fill_(1.0)
+    averaging.update()  # decay min(0.99, 1/10): the average moves 90 % of the way
+    assert averaging.module.weight.item() == pytest.approx(0.9)
+    for _ in range(10_000):
+        averaging.update()
+    assert averaging.module.weight.item() == pytest.approx(1.0)
+    assert not averaging.module.weight.requires_grad
+
+
+def test_the_averaged_weights_are_the_ones_kept(rings):
+    plain = dict(max_iter=4, early_stopping=False, base="gmm", random_state=0)
+    raw = small_estimator(ema_decay=0.0, **plain).fit(rings)
+    averaged = small_estimator(ema_decay=0.99, **plain).fit(rings)
+    np.testing.assert_array_equal(raw.loss_curve_, averaged.loss_curve_)
+    assert not np.allclose(raw.score_samples(rings), averaged.score_samples(rings))
