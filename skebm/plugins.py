@@ -1,4 +1,5 @@
-"""The component registry: built-in and third-party losses, samplers and energies.
+"""The plugin loader and registry: built-in and third-party losses, samplers and
+energies.
 
 Components are registered through the pluggy hooks of :mod:`skebm.hookspecs`.
 skebm's own components come from internal default plugins registered through the
@@ -19,7 +20,9 @@ version and error, while every other plugin still loads. Environment variables:
     print every entry point loaded and every hook call, with what it
     registered, to stderr.
 
-Name collisions are never silent. Built-in names are reserved: a plugin component
+This module loads plugins and calls their hooks; :mod:`skebm._component_index`
+holds what they registered and its naming policy. Name collisions are never
+silent. Built-in names are reserved: a plugin component
 with a built-in's name is reachable only by its qualified name
 ``"<distribution>:<name>"``. When two plugins register one name, the bare name is
 ambiguous and looking it up raises an error listing the qualified names that work.
@@ -31,7 +34,6 @@ import difflib
 import importlib
 import importlib.metadata
 import os
-import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -40,12 +42,20 @@ from typing import Any
 import pluggy
 
 from skebm import hookspecs
+from skebm._component_index import (
+    BUILTIN_DISTRIBUTION,
+    COMPONENT_KINDS,
+    Component,
+    ComponentIndex,
+    ComponentKind,
+    check_kind,
+    normalise,
+    registration_problem,
+)
 from skebm._version import __version__
 from skebm.exceptions import (
-    AmbiguousComponentError,
     PluginLoadError,
     PluginWarning,
-    UnknownComponentError,
 )
 
 __all__ = [
@@ -62,7 +72,6 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "skebm"
-BUILTIN_DISTRIBUTION = "skebm"
 
 #: Modules holding skebm's own hook implementations, registered like any plugin.
 BUILTIN_PLUGINS = (
@@ -72,117 +81,10 @@ BUILTIN_PLUGINS = (
 )
 
 
-@dataclass(frozen=True)
-class ComponentKind:
-    """A kind of component that plugins register: every site that handles
-    components (the registry, the model files, the command line, the
-    estimator's parameters) iterates :data:`COMPONENT_KINDS`."""
-
-    #: The estimator parameter that names one (``loss``, ``sampler``, ``energy``).
-    name: str
-    #: Used in messages and by ``list_<plural>``.
-    plural: str
-    #: The hook that registers them (see :mod:`skebm.hookspecs`).
-    hook: str
-    #: What a registered class must subclass, as ``"module:Class"`` (by name:
-    #: the strategies' modules import the registry's users); None: any class or
-    #: factory.
-    base_class_path: str | None
-
-    @property
-    def base_class(self) -> type | None:
-        """The class :attr:`base_class_path` names, or None."""
-        if self.base_class_path is None:
-            return None
-        module, _, name = self.base_class_path.partition(":")
-        return getattr(importlib.import_module(module), name)
-
-
-#: Every kind, by name.
-COMPONENT_KINDS = {
-    kind.name: kind
-    for kind in (
-        ComponentKind(
-            name="loss",
-            plural="losses",
-            hook="skebm_register_losses",
-            base_class_path="skebm.losses:BaseLoss",
-        ),
-        ComponentKind(
-            name="sampler",
-            plural="samplers",
-            hook="skebm_register_samplers",
-            base_class_path="skebm.samplers:BaseSampler",
-        ),
-        ComponentKind(
-            name="energy",
-            plural="energies",
-            hook="skebm_register_energies",
-            base_class_path=None,
-        ),
-    )
-}
-
 #: What a plugin may raise without taking the host down: any error, and
 #: ``SystemExit`` (a plugin calling ``sys.exit``); ``KeyboardInterrupt`` still
 #: interrupts.
 _PLUGIN_ERRORS = (Exception, SystemExit)
-
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-
-
-@dataclass(frozen=True)
-class Component:
-    """A registered loss, sampler or energy.
-
-    Attributes
-    ----------
-    kind : {"loss", "sampler", "energy"}
-    name : str
-        The bare name users pass, e.g. ``"langevin"``.
-    cls : type or callable
-        The strategy class (or, for energies, a module class or factory).
-    plugin : str
-        The plugin that registered it (an entry-point name, or a built-in module).
-    distribution : str
-        The distribution that ships the plugin (``"skebm"`` for built-ins).
-    version : str or None
-        That distribution's version.
-    """
-
-    kind: str
-    name: str
-    cls: Any
-    plugin: str
-    distribution: str
-    version: str | None
-
-    @property
-    def qualified_name(self) -> str:
-        """``"<distribution>:<name>"``, unique even when bare names collide."""
-        return f"{self.distribution}:{self.name}"
-
-    @property
-    def builtin(self) -> bool:
-        return self.distribution == BUILTIN_DISTRIBUTION
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable description."""
-        cls = self.cls
-        qualname = getattr(cls, "__qualname__", None)
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "qualified_name": self.qualified_name,
-            "class": f"{cls.__module__}.{qualname}" if qualname else repr(cls),
-            "plugin": self.plugin,
-            "distribution": self.distribution,
-            "version": self.version,
-        }
-
-    def _describe(self) -> str:
-        version = f" {self.version}" if self.version else ""
-        return f"'{self.name}' ({self.distribution}{version})"
 
 
 @dataclass
@@ -221,10 +123,6 @@ class PluginInfo:
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 class Registry:
@@ -272,14 +170,14 @@ class Registry:
         self.allowlist = (
             None
             if allowlist is None
-            else {_normalise(a.strip()) for a in allowlist if a.strip()}
+            else {normalise(a.strip()) for a in allowlist if a.strip()}
         )
         self.trace = _env_flag("SKEBM_TRACE_PLUGINS")
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self._warned: set[str] = set()
         self._plugins: dict[str, PluginInfo] = {}
-        self._index: dict[str, dict[str, list[Component]]] | None = None
+        self._index: ComponentIndex | None = None
         self._collecting = False
         for module_name in BUILTIN_PLUGINS:
             self._register(
@@ -328,7 +226,7 @@ class Registry:
         allowed: set[str] = set()
         for ep, dist_name, version in self._entry_points():
             installed.append(f"{ep.name} ({dist_name})")
-            names = {_normalise(ep.name), _normalise(dist_name)}
+            names = {normalise(ep.name), normalise(dist_name)}
             if self.allowlist is not None:
                 allowed |= names & self.allowlist
                 if not names & self.allowlist:
@@ -389,9 +287,9 @@ class Registry:
                         "Name; they are skipped."
                     )
                 continue
-            if _normalise(name) in seen:
+            if normalise(name) in seen:
                 continue
-            seen.add(_normalise(name))
+            seen.add(normalise(name))
             found += [(ep, name, version) for ep in points]
         return found
 
@@ -456,7 +354,7 @@ class Registry:
 
     # -- components ----------------------------------------------------------------
 
-    def _collect(self) -> dict[str, dict[str, list[Component]]]:
+    def _collect(self) -> ComponentIndex:
         if self._index is not None:
             return self._index
         if self._collecting:
@@ -471,7 +369,7 @@ class Registry:
             self._collecting = False
         return self._index
 
-    def _build_index(self) -> dict[str, dict[str, list[Component]]]:
+    def _build_index(self) -> ComponentIndex:
         collected: list[Component] = []
         for kind, hook_name in ((k.name, k.hook) for k in COMPONENT_KINDS.values()):
             hook = getattr(self._pm.hook, hook_name)
@@ -510,28 +408,8 @@ class Registry:
             for i in self._plugins.values()
             if i.status == "failed"
         }
-        index: dict[str, dict[str, list[Component]]] = {
-            kind: {} for kind in COMPONENT_KINDS
-        }
-        qualified: set[tuple[str, str]] = set()
-        for comp in collected:
-            if (comp.distribution, comp.plugin) in failed:
-                continue
-            if (comp.kind, comp.qualified_name) in qualified:
-                self._warn(
-                    f"{comp.distribution} registered {comp.kind} {comp.name!r} twice; "
-                    "the second registration was ignored."
-                )
-                continue
-            qualified.add((comp.kind, comp.qualified_name))
-            by_name = index[comp.kind].setdefault(comp.name, [])
-            if by_name and by_name[0].builtin:
-                self._warn(
-                    f"skebm plugin {comp.plugin!r} ({comp.distribution}) registered "
-                    f"{comp.kind} {comp.name!r}, a name reserved by skebm's built-in "
-                    f"{comp.kind}; it is available only as {comp.qualified_name!r}."
-                )
-            by_name.append(comp)
+        kept = [c for c in collected if (c.distribution, c.plugin) not in failed]
+        index = ComponentIndex(kept, warn=self._warn)
         for info in self._plugins.values():
             info.components = [
                 f"{c.kind}:{c.name}"
@@ -541,20 +419,7 @@ class Registry:
         return index
 
     def _valid(self, kind: str, name: Any, component: Any, info: PluginInfo) -> bool:
-        problem = None
-        if not isinstance(name, str) or not _NAME_PATTERN.match(name):
-            problem = (
-                f"the name {name!r} is not valid (letters, digits, '-', '_', '.'; "
-                "no ':')"
-            )
-        else:
-            base = COMPONENT_KINDS[kind].base_class
-            if base is not None and not (
-                isinstance(component, type) and issubclass(component, base)
-            ):
-                problem = f"{component!r} is not a subclass of {base.__name__}"
-            elif base is None and not callable(component):
-                problem = f"{component!r} is not callable"
+        problem = registration_problem(kind, name, component)
         if problem is None:
             return True
         self._warn(
@@ -565,8 +430,7 @@ class Registry:
 
     def components(self, kind: str) -> list[Component]:
         """All components of one kind, built-ins first."""
-        self._check_kind(kind)
-        return [c for comps in self._collect()[kind].values() for c in comps]
+        return self._collect().components(kind)
 
     def get(self, kind: str, name: str) -> Any:
         """The class (or factory) registered as ``name``.
@@ -577,45 +441,18 @@ class Registry:
         Raises
         ------
         UnknownComponentError
-            No component has this name; the message lists those available and
-            the plugins that failed to load.
+            No component has this name; the message lists those available, the
+            plugins that failed to load and the environment that kept any out.
         AmbiguousComponentError
             Several plugins registered this name; the message lists the qualified
             names to use instead.
         """
-        self._check_kind(kind)
-        index = self._collect()[kind]
-        if ":" in name:
-            dist, _, bare = name.partition(":")
-            for comp in index.get(bare, []):
-                if _normalise(comp.distribution) == _normalise(dist):
-                    return comp.cls
-            raise self._unknown(kind, name)
-        matches = index.get(name, [])
-        if not matches:
-            raise self._unknown(kind, name)
-        if matches[0].builtin:
-            return matches[0].cls
-        if len(matches) > 1:
-            spellings = ", ".join(
-                f"{c.qualified_name!r} ({c.distribution} {c.version})" for c in matches
-            )
-            raise AmbiguousComponentError(
-                f"The {kind} name {name!r} is registered by several plugins: "
-                f"{spellings}. Pass one of these qualified names instead."
-            )
-        return matches[0].cls
+        check_kind(kind)
+        return self._collect().get(kind, name, why_missing=self._why_missing())
 
-    def _unknown(self, kind: str, name: str) -> UnknownComponentError:
-        plural = COMPONENT_KINDS[kind].plural
-        comps = self.components(kind)
-        available = ", ".join(c._describe() for c in comps) or "none"
-        message = f"Unknown {kind} {name!r}. Available {plural}: {available}."
-        close = difflib.get_close_matches(
-            name.partition(":")[2] or name, sorted({c.name for c in comps}), n=1
-        )
-        if close:
-            message += f" Did you mean {close[0]!r}?"
+    def _why_missing(self) -> str:
+        """What kept components out: failed plugins, the environment."""
+        message = ""
         failed = [i for i in self._plugins.values() if i.status == "failed"]
         if failed:
             message += " Plugins that failed to load: " + "; ".join(
@@ -632,14 +469,7 @@ class Registry:
                 " Only the plugins named in SKEBM_LOAD_PLUGINS were loaded: "
                 f"{', '.join(sorted(self.allowlist)) or 'none'}."
             )
-        return UnknownComponentError(message)
-
-    @staticmethod
-    def _check_kind(kind: str) -> None:
-        if kind not in COMPONENT_KINDS:
-            raise ValueError(
-                f"kind must be one of {sorted(COMPONENT_KINDS)}, got {kind!r}."
-            )
+        return message
 
     @property
     def plugins(self) -> list[PluginInfo]:
