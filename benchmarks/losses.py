@@ -43,15 +43,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import sklearn
 import torch
+from _machine import describe_machine  # benchmarks/_machine.py, beside this script
 from sklearn.datasets import load_digits
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV
@@ -402,13 +400,7 @@ def _format_final(results: dict, leaders: list[Candidate], settings: Settings):
 
 
 def _environment(n_workers: int, threads: int) -> str:
-    load = os.getloadavg()
-    return (
-        f"python {platform.python_version()}, torch {torch.__version__}, "
-        f"scikit-learn {sklearn.__version__}, {platform.machine()} "
-        f"({os.cpu_count()} CPUs), {n_workers} parallel fit(s) x {threads} torch "
-        f"threads; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-    )
+    return describe_machine(f"{n_workers} parallel fit(s) x {threads} torch threads")
 
 
 def main(argv=None) -> dict:

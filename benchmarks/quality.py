@@ -53,15 +53,14 @@ import json
 import math
 import os
 import pickle
-import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 
 import numpy as np
-import sklearn
 import torch
+from _machine import describe_machine  # benchmarks/_machine.py, beside this script
 from sklearn.datasets import load_digits
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV
@@ -190,31 +189,38 @@ def _search_inside(estimator, name: str, values: list, X, cv: int, grow):
         values = sorted({*values, *more})
 
 
-def fit_kde(X_train, X_test, settings: Settings) -> dict:
+def _fit_cross_validated(estimator, name, values, grow, X_train, X_test, settings):
+    """The held-out log-density (user units) of ``estimator`` with ``name`` chosen
+    by ``settings.cv``-fold CV on the standardised training rows, and the choice."""
     scaler = Standardiser(X_train)
+    search = _search_inside(
+        estimator, name, list(values), scaler(X_train), settings.cv, grow
+    )
+    log_density = search.best_estimator_.score_samples(scaler(X_test))
+    return log_density - scaler.log_jacobian, search.best_params_[name]
 
+
+def fit_kde(X_train, X_test, settings: Settings) -> dict:
     def grow(values, side):
         if side == "low":
             return [values[0] / 10 ** (0.1 * k) for k in range(1, 6)]
         return [values[-1] * 10 ** (0.1 * k) for k in range(1, 6)]
 
-    search = _search_inside(
+    log_density, bandwidth = _fit_cross_validated(
         KernelDensity(),
         "bandwidth",
-        list(settings.kde_bandwidths),
-        scaler(X_train),
-        settings.cv,
+        settings.kde_bandwidths,
         grow,
+        X_train,
+        X_test,
+        settings,
     )
-    kde = search.best_estimator_
     return dict(
-        log_density=kde.score_samples(scaler(X_test)) - scaler.log_jacobian,
-        detail=f"bandwidth {search.best_params_['bandwidth']:.3g} (standardised)",
+        log_density=log_density, detail=f"bandwidth {bandwidth:.3g} (standardised)"
     )
 
 
 def fit_gmm(X_train, X_test, settings: Settings) -> dict:
-    scaler = Standardiser(X_train)
     limit = len(X_train) * (settings.cv - 1) // settings.cv
 
     def grow(values, side):
@@ -223,19 +229,16 @@ def fit_gmm(X_train, X_test, settings: Settings) -> dict:
         larger = (int(values[-1] * 1.25) + 1, int(values[-1] * 1.6))
         return [k for k in larger if k < limit]
 
-    search = _search_inside(
+    log_density, n_components = _fit_cross_validated(
         GaussianMixture(covariance_type="full", random_state=0),
         "n_components",
-        list(settings.gmm_components),
-        scaler(X_train),
-        settings.cv,
+        settings.gmm_components,
         grow,
+        X_train,
+        X_test,
+        settings,
     )
-    gmm = search.best_estimator_
-    return dict(
-        log_density=gmm.score_samples(scaler(X_test)) - scaler.log_jacobian,
-        detail=f"{search.best_params_['n_components']} components",
-    )
+    return dict(log_density=log_density, detail=f"{n_components} components")
 
 
 def fit_flow(X_train, X_test, settings: Settings) -> dict:
@@ -528,13 +531,7 @@ def format_report(summary: dict) -> str:
 
 
 def environment(n_jobs: int) -> str:
-    load = os.getloadavg()
-    return (
-        f"python {platform.python_version()}, torch {torch.__version__}, "
-        f"scikit-learn {sklearn.__version__}, {platform.machine()} "
-        f"({os.cpu_count()} CPUs), {n_jobs} fit(s) at a time, one thread each; "
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-    )
+    return describe_machine(f"{n_jobs} fit(s) at a time, one thread each")
 
 
 def main(argv=None) -> dict:

@@ -11,6 +11,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,6 +45,30 @@ def _rewritten(model_bytes: bytes, **members) -> bytes:
             elif change is not None:
                 data = change
             zout.writestr(name, data)
+    return out.getvalue()
+
+
+def _huge_layers(width: int):
+    """An edit of the JSON declaring two hidden layers of ``width`` units."""
+
+    def edit(data):
+        metadata = json.loads(data)
+        metadata["params"]["energy_params"] = {
+            "__dict__": {"hidden_layer_sizes": {"__tuple__": [width, width]}}
+        }
+        return json.dumps(metadata).encode()
+
+    return edit
+
+
+def _zero_stride(data):
+    """An edit of the tensors: one energy weight becomes a 1e9-element view of a
+    single stored number."""
+    tensors = torch.load(io.BytesIO(data), weights_only=True)
+    name = next(iter(tensors["energy"]))
+    tensors["energy"][name] = torch.zeros(1).expand(10**9)
+    out = io.BytesIO()
+    torch.save(tensors, out)
     return out.getvalue()
 
 
@@ -128,33 +153,15 @@ def test_huge_declared_layers_are_refused_before_anything_is_built(
 ):
     """Parameters that would build a 4e12-weight network are compared, on the
     meta device, with the tensors actually stored."""
-
-    def huge_layers(data):
-        metadata = json.loads(data)
-        metadata["params"]["energy_params"] = {
-            "__dict__": {"hidden_layer_sizes": {"__tuple__": [2_000_000, 2_000_000]}}
-        }
-        return json.dumps(metadata).encode()
-
     path = tmp_path / "huge.skebm"
-    path.write_bytes(_rewritten(model_bytes, skebm_json=huge_layers))
+    path.write_bytes(_rewritten(model_bytes, skebm_json=_huge_layers(2_000_000)))
     with pytest.raises(ModelFileError, match="huge.skebm.*does not fit"):
         skebm.load(path)
 
 
 def test_a_tensor_larger_than_its_storage_is_refused(model_bytes, tmp_path):
-    import torch
-
-    def zero_stride(data):
-        tensors = torch.load(io.BytesIO(data), weights_only=True)
-        name = next(iter(tensors["energy"]))
-        tensors["energy"][name] = torch.zeros(1).expand(10**9)
-        out = io.BytesIO()
-        torch.save(tensors, out)
-        return out.getvalue()
-
     path = tmp_path / "strided.skebm"
-    path.write_bytes(_rewritten(model_bytes, tensors_pt=zero_stride))
+    path.write_bytes(_rewritten(model_bytes, tensors_pt=_zero_stride))
     with pytest.raises(ModelFileError, match="strided.skebm.*storage"):
         skebm.load(path)
 
@@ -233,27 +240,10 @@ except ModelFileError:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 def test_hostile_files_are_refused_within_256_mib(model_bytes, tmp_path):
-    import torch
-
-    def huge_layers(data):
-        metadata = json.loads(data)
-        metadata["params"]["energy_params"] = {
-            "__dict__": {"hidden_layer_sizes": {"__tuple__": [30_000, 30_000]}}
-        }
-        return json.dumps(metadata).encode()
-
-    def zero_stride(data):
-        tensors = torch.load(io.BytesIO(data), weights_only=True)
-        name = next(iter(tensors["energy"]))
-        tensors["energy"][name] = torch.zeros(1).expand(10**9)
-        out = io.BytesIO()
-        torch.save(tensors, out)
-        return out.getvalue()
-
     files = {
         "bomb": _rewritten(model_bytes, tensors_pt=bytes(512 * 2**20)),
-        "layers": _rewritten(model_bytes, skebm_json=huge_layers),
-        "strided": _rewritten(model_bytes, tensors_pt=zero_stride),
+        "layers": _rewritten(model_bytes, skebm_json=_huge_layers(30_000)),
+        "strided": _rewritten(model_bytes, tensors_pt=_zero_stride),
     }
     for name, content in files.items():
         path = tmp_path / f"{name}.skebm"

@@ -83,21 +83,25 @@ def test_in_memory_plugin_is_found_by_name():
     assert info.components == ["sampler:toy"] and info.status == "loaded"
 
 
+def _add_two_toy_samplers(registry) -> None:
+    """Two plugins, ``dist-a`` 1 and ``dist-b`` 2, each registering sampler "toy"."""
+    for dist, version, cls in (
+        ("dist-a", "1", ToySampler),
+        ("dist-b", "2", OtherToySampler),
+    ):
+        registry.add_plugin(
+            _plugin("skebm_register_samplers", ("toy", cls)), dist, version=version
+        )
+
+
 def test_two_plugins_claiming_a_name_make_it_ambiguous():
     registry = Registry(load_entry_points=False)
-    registry.add_plugin(
-        _plugin("skebm_register_samplers", ("toy", ToySampler)), "dist-a", version="1.0"
-    )
-    registry.add_plugin(
-        _plugin("skebm_register_samplers", ("toy", OtherToySampler)),
-        "dist-b",
-        version="2.0",
-    )
+    _add_two_toy_samplers(registry)
     with pytest.raises(AmbiguousComponentError) as info:
         registry.get("sampler", "toy")
     message = str(info.value)
-    assert "'dist-a:toy' (dist-a 1.0)" in message
-    assert "'dist-b:toy' (dist-b 2.0)" in message
+    assert "'dist-a:toy' (dist-a 1)" in message
+    assert "'dist-b:toy' (dist-b 2)" in message
     assert registry.get("sampler", "dist-b:toy") is OtherToySampler
 
 
@@ -339,14 +343,7 @@ def test_estimator_reports_ambiguous_names_and_accepts_qualified_ones(moons):
     from tests._helpers import small_estimator
 
     registry = get_registry()
-    registry.add_plugin(
-        _plugin("skebm_register_samplers", ("toy", ToySampler)), "dist-a", version="1"
-    )
-    registry.add_plugin(
-        _plugin("skebm_register_samplers", ("toy", OtherToySampler)),
-        "dist-b",
-        version="2",
-    )
+    _add_two_toy_samplers(registry)
     with pytest.raises(AmbiguousComponentError) as info:
         small_estimator(sampler="toy").fit(moons)
     assert str(info.value) == (
