@@ -3,45 +3,34 @@
 from __future__ import annotations
 
 import math
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from skebm._components import build_energy, resolve_strategy
+from skebm._components import resolve_strategy
 from skebm._fitted_state import (
     cpu_state,
     move_fitted,
-    roll_back,
-    snapshot,
     warn_loaded_on_cpu,
     warn_other_version,
 )
-from skebm._heldout import HeldOutLikelihood
+from skebm._fitting import fit_estimator
 from skebm._model_file import write as write_model_file
 from skebm._progress import SamplingProgress
-from skebm._training import run_epochs
 from skebm._validation import (
-    check_options,
-    check_standardisation,
     validate_samples,
 )
 from skebm._version import __version__
 from skebm.acceleration import (
     AcceleratedSampler,
-    attach_compiled_kernels,
     choose_fast_path,
 )
-from skebm.bases import BASE_PARAMS, fit_base, refit_base
 from skebm.energies.residual import ResidualEnergy
-from skebm.exceptions import DivergenceError, PartitionWarning
 from skebm.losses import BaseLoss
-from skebm.partition import estimate_log_partition
 from skebm.samplers import BaseSampler
 from skebm.utils._sklearn_compat import (
     Interval,
@@ -55,7 +44,6 @@ from skebm.utils._torch import (
     make_generator,
     new_seed,
     resolve_device,
-    resolve_dtype,
 )
 
 __all__ = ["EnergyDensityEstimator"]
@@ -65,43 +53,6 @@ SAMPLE_CHUNK = 16384
 
 #: Parameters that take sub-parameters through ``set_params(<name>__<key>=...)``.
 _STRATEGY_PARAMS = ("energy", "loss", "sampler")
-
-#: The bases ``base="auto"`` tries, each with its own trained energy.
-_AUTO_BASES = ("gaussian", "gmm", "gaussianized")
-
-#: Fewest held-out rows for early stopping; with fewer, all rows train.
-_MIN_VALIDATION = 5
-
-#: Base draws of the importance-sampling ``log Z`` that early stopping uses.
-_VALIDATION_DRAWS = 8192
-
-#: Fewest effective AIS chains for a ``log Z`` that ``base="auto"`` trusts.
-_MIN_PARTITION_ESS = 10
-
-#: Largest shortfall (nats per row) of a base's held-out score to the best base's
-#: for ``base="auto"`` to train an energy on it where ``log Z`` comes from AIS.
-_MAX_BASE_GAP = 5.0
-
-#: What one candidate base's fit produces (kept for the best candidate).
-_MODEL_ATTRIBUTES = (
-    "_partition_reliable",
-    "_energy_dropped",
-    "base_kind_",
-    "base_",
-    "energy_",
-    "loss_",
-    "sampler_",
-    "_loss_state",
-    "_optimizer_state",
-    "_train_rng_state",
-    "loss_curve_",
-    "n_iter_",
-    "log_partition_",
-    "log_partition_stderr_",
-    "validation_scores_",
-    "best_validation_score_",
-    "base_validation_score_",
-)
 
 
 class EnergyDensityEstimator(DensityMixin, BaseEstimator):
@@ -462,7 +413,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         fitted attributes and scores); an interrupt (``KeyboardInterrupt``)
         keeps the partly trained model with a warning.
         """
-        return self._fit(X, n_epochs=self.max_iter, incremental=False)
+        return fit_estimator(self, X, n_epochs=self.max_iter, incremental=False)
 
     @_fit_context(prefer_skip_nested_validation=False)
     def partial_fit(self, X, y=None):
@@ -481,288 +432,9 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         -------
         self : EnergyDensityEstimator
         """
-        return self._fit(X, n_epochs=1, incremental=True)
+        return fit_estimator(self, X, n_epochs=1, incremental=True)
 
-    def _fit(self, X, *, n_epochs: int, incremental: bool):
-        """Fit, or raise and leave the estimator exactly as it was: the new state
-        is built in place and rolled back on any error (an interrupt keeps the
-        partly trained model, as documented)."""
-        saved = snapshot(self)
-        try:
-            return self._fit_or_raise(X, n_epochs=n_epochs, incremental=incremental)
-        except Exception:
-            roll_back(self, saved)
-            raise
-
-    def _fit_or_raise(self, X, *, n_epochs: int, incremental: bool):
-        first = not hasattr(self, "energy_") or not (self.warm_start or incremental)
-        check_options(self)
-        X = validate_samples(self, X, reset=first, ensure_min_samples=2)
-        if first:
-            self._initialize(X)
-        else:
-            self._prepare_continuation()
-        Z_train, Z_valid = self._split((X - self.mean_) / self.scale_, incremental)
-        if first:
-            result = self._fit_bases(Z_train, Z_valid, n_epochs, incremental)
-        else:
-            result = self._fit_model(Z_train, Z_valid, n_epochs, incremental)
-        if result.interrupted:
-            warnings.warn(
-                "Training interrupted by user; the partly trained model is kept.",
-                stacklevel=3,
-            )
-        if self._energy_dropped or not self._partition_reliable:
-            outcome = (
-                "the trained energy was dropped: the model is its base density, "
-                "whose log Z is exact"
-                if self._energy_dropped
-                else "score_samples and score may be off by more than "
-                "log_partition_stderr_ says"
-            )
-            warnings.warn(
-                "The estimate of log Z rested on fewer than "
-                f"{_MIN_PARTITION_ESS} effective annealed-importance chains, so "
-                f"{outcome}. Raise partition_params['n_chains'] or "
-                "'n_temperatures', or use a base density closer to the data.",
-                PartitionWarning,
-                stacklevel=3,
-            )
-        if result.diverged_epoch is not None or not math.isfinite(self.log_partition_):
-            when = (
-                f"at epoch {result.diverged_epoch}: the loss exploded, or the loss, "
-                "the weights or the held-out log-likelihood became non-finite"
-                if result.diverged_epoch is not None
-                else f"to a model whose log Z is {self.log_partition_}"
-            )
-            raise DivergenceError(
-                f"Training diverged {when}. The estimator was left as it was before "
-                "this call. Try a smaller learning_rate, a smaller sampler "
-                "step_size, or more regularisation (e.g. loss_params={'alpha': 0.1} "
-                "for contrastive divergence)."
-            )
-        if (
-            self.tol is not None
-            and Z_valid is None
-            and not result.converged
-            and n_epochs > 0
-            and not incremental
-        ):
-            warnings.warn(
-                f"Maximum iterations ({n_epochs}) reached and the loss did not "
-                f"improve by tol={self.tol} less than {self.n_iter_no_change} times "
-                "in a row; consider increasing max_iter.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        return self
-
-    def _initialize(self, X: np.ndarray) -> None:
-        """Start a new model: device, standardisation, seeds, the validation rows."""
-        rng = local_random_state(self.random_state)
-        (
-            self._base_seed,
-            self._energy_seed,
-            self._train_seed,
-            self._partition_seed,
-            self._split_seed,
-        ) = (new_seed(rng) for _ in range(5))
-        self.device_ = resolve_device(self.device)
-        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-            mean = X.mean(axis=0, dtype=np.float64)
-            scale = X.std(axis=0, dtype=np.float64)
-        check_standardisation(mean, scale)
-        self.mean_ = mean
-        self.scale_ = np.where(
-            scale > 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(self.mean_)),
-            scale,
-            1.0,
-        )
-
-    def _split(self, Z: np.ndarray, incremental: bool):
-        """The training rows and, with early stopping, the held-out rows.
-
-        Returns ``(Z_train, Z_valid)``; ``Z_valid`` is None when there is no
-        validation (``early_stopping=False``, ``partial_fit``, or fewer than
-        ``_MIN_VALIDATION`` held-out rows).
-        """
-        n_valid = math.ceil(self.validation_fraction * Z.shape[0])
-        if (
-            incremental
-            or not self.early_stopping
-            or n_valid < _MIN_VALIDATION
-            or Z.shape[0] - n_valid < 2
-        ):
-            return Z, None
-        order = np.random.RandomState(self._split_seed).permutation(Z.shape[0])
-        return Z[order[n_valid:]], Z[order[:n_valid]]
-
-    def _base_kinds(self, validated: bool) -> tuple[str, ...]:
-        if self.base != "auto":
-            return (self.base,)
-        return _AUTO_BASES if validated else ("gmm",)
-
-    def _fit_bases(self, Z_train, Z_valid, n_epochs: int, incremental: bool):
-        """Fit every candidate base, train an energy on each that may compete, and
-        keep the model with the best held-out log-likelihood.
-
-        Where ``log Z`` comes from AIS (``d > 2``), a base whose own held-out score
-        is more than ``_MAX_BASE_GAP`` nats per row below the best base's is not
-        refined: the energy would have to make up more than AIS can reliably
-        normalise.
-        """
-        dtype = resolve_dtype(self.dtype)
-        bases = {}
-        for kind in self._base_kinds(Z_valid is not None):
-            params = {
-                key: value
-                for key, value in (self.base_params or {}).items()
-                if key in BASE_PARAMS[kind]
-            }
-            bases[kind] = fit_base(
-                kind, Z_train, params, random_state=self._base_seed, Z_valid=Z_valid
-            ).to(self.device_, dtype)
-        if len(bases) > 1 and not self._exact_partition():
-            alone = {
-                kind: self._held_out(Z_valid, base).base_score
-                for kind, base in bases.items()
-            }
-            top = max(alone.values())
-            bases = {k: b for k, b in bases.items() if alone[k] >= top - _MAX_BASE_GAP}
-        best, best_state, best_result = (False, -math.inf), None, None
-        scores = {}
-        for kind, base in bases.items():
-            self._initialize_model(kind, base, Z_train)
-            name = type(self).__name__
-            if len(bases) > 1:
-                name += f", base {kind!r}"
-            result = self._fit_model(Z_train, Z_valid, n_epochs, incremental, name)
-            scores[kind] = self.best_validation_score_
-            # A model whose log Z rests on a handful of AIS chains may score far
-            # better than it is: it is kept only when nothing else is left.
-            score = (self._partition_reliable, self.best_validation_score_ or 0.0)
-            if best_state is None or score > best:
-                best = score
-                best_state = {name: getattr(self, name) for name in _MODEL_ATTRIBUTES}
-                best_result = result
-            if result.interrupted or result.diverged_epoch is not None:
-                break
-        for name, value in best_state.items():
-            setattr(self, name, value)
-        self.base_scores_ = scores if Z_valid is not None else None
-        if Z_valid is not None and self.base_kind_ != "standard":
-            self._refit_base(np.concatenate([Z_train, Z_valid]))
-        return best_result
-
-    def _refit_base(self, Z_all) -> None:
-        """Refit the kept base to every row, held-out ones included, then compute
-        ``log Z`` again: the energy stays, the base sees 10 % more data (as
-        ``GridSearchCV`` refits the best model). The held-out scores stay those
-        measured before."""
-        params = {
-            key: value
-            for key, value in (self.base_params or {}).items()
-            if key in BASE_PARAMS[self.base_kind_]
-        }
-        dtype = self._dtype()
-        self.base_ = refit_base(self.base_, Z_all, params).to(self.device_, dtype)
-        self._estimate_partition()
-        if not self._partition_reliable:
-            self._drop_energy()
-
-    def _exact_partition(self) -> bool:
-        """Whether ``log Z`` comes from quadrature (exact) rather than AIS."""
-        return self.partition == "grid" or (
-            self.partition == "auto" and self.n_features_in_ <= 2
-        )
-
-    def _fit_model(
-        self, Z_train, Z_valid, n_epochs: int, incremental: bool, name: str = ""
-    ):
-        """Train the current model on the rows ``Z_train``, then estimate ``log Z``."""
-        train = torch.as_tensor(Z_train, dtype=self._dtype()).to(self.device_)
-        validation = self._held_out(Z_valid, self.base_)
-        result = self._train(
-            train, n_epochs, validation, incremental, name or type(self).__name__
-        )
-        self._estimate_partition()
-        self._energy_dropped = False
-        if not self._partition_reliable and not incremental:
-            self._drop_energy()
-        self._record_validation(result, validation)
-        return result
-
-    def _drop_energy(self) -> None:
-        """Fall back to the base when ``log Z`` cannot be trusted.
-
-        When the energy starts at zero (the default MLP does), its untrained self
-        replaces it: the model is then its base, whose ``log Z`` is exactly 0.
-        Other energies are kept (``fit`` warns).
-        """
-        untrained = build_energy(
-            self.energy,
-            self.energy_params,
-            n_features=self.n_features_in_,
-            seed=self._energy_seed,
-            device=self.device_,
-            dtype=self._dtype(),
-        )
-        probe = self.base_.sample(256, generator=make_generator(self.device_, 0))
-        with torch.no_grad():
-            if not bool((untrained(probe) == 0).all()):
-                return
-        self.energy_ = untrained
-        self.log_partition_, self.log_partition_stderr_ = 0.0, 0.0
-        self._partition_reliable, self._energy_dropped = True, True
-
-    def _initialize_model(self, kind: str, base, Z_train) -> None:
-        """Energy, strategies and training state for one candidate base."""
-        dtype = resolve_dtype(self.dtype)
-        self.base_kind_ = kind
-        self.base_ = base
-        self.energy_ = build_energy(
-            self.energy,
-            self.energy_params,
-            n_features=self.n_features_in_,
-            seed=self._energy_seed,
-            device=self.device_,
-            dtype=dtype,
-        )
-        self._resolve_strategies()
-        self._optimizer_state = None
-        self.loss_curve_ = []
-        generator = make_generator(self.device_, self._train_seed)
-        self._loss_state = self.loss_.init_state(
-            self._model(),
-            torch.as_tensor(Z_train, dtype=dtype).to(self.device_),
-            generator=generator,
-        )
-        self._train_rng_state = generator.get_state()
-
-    def _held_out(self, Z_valid, base) -> HeldOutLikelihood | None:
-        if Z_valid is None:
-            return None
-        return HeldOutLikelihood(
-            base,
-            torch.as_tensor(Z_valid, dtype=base._reference().dtype).to(self.device_),
-            n_draws=_VALIDATION_DRAWS,
-            generator=make_generator(self.device_, self._split_seed),
-            offset=-float(np.log(self.scale_).sum()),
-        )
-
-    def _record_validation(self, result, validation) -> None:
-        """The validation curve and the final model's held-out score (with the
-        estimator's own ``log Z``)."""
-        if validation is None:
-            self.validation_scores_ = None
-            self.best_validation_score_ = None
-            self.base_validation_score_ = None
-            return
-        self.validation_scores_ = [result.initial_score, *result.validation_scores]
-        self.base_validation_score_ = float(validation.base_score)
-        self.best_validation_score_ = float(
-            validation.log_likelihoods(self.energy_, self.log_partition_).mean()
-        )
+    # -- the fitted model ----------------------------------------------------------
 
     def _resolve_strategies(self) -> None:
         self.loss_ = resolve_strategy(self.loss, self.loss_params, kind="loss")
@@ -770,96 +442,11 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             self.sampler, self.sampler_params, kind="sampler"
         )
 
-    def _prepare_continuation(self) -> None:
-        """Re-read hyper-parameters for a warm start; keep the trained state."""
-        previous_loss = type(self.loss_)
-        self._resolve_strategies()
-        if type(self.loss_) is not previous_loss:
-            raise ValueError(
-                f"warm_start cannot switch the loss from {previous_loss.__name__} to "
-                f"{type(self.loss_).__name__}; set warm_start=False to start anew."
-            )
-        device = resolve_device(self.device)
-        if device != self.device_:
-            self._move_to(device)
-
     def _model(self) -> ResidualEnergy:
         return ResidualEnergy(self.energy_, self.base_)
 
     def _dtype(self) -> torch.dtype:
         return self.base_._reference().dtype
-
-    def _batch_size(self, n_samples: int) -> int:
-        if self.batch_size == "auto":
-            return min(256, n_samples)
-        if self.batch_size > n_samples:
-            warnings.warn(
-                f"batch_size={self.batch_size} is larger than the {n_samples} "
-                f"samples; using {n_samples}.",
-                UserWarning,
-                stacklevel=4,
-            )
-            return n_samples
-        return self.batch_size
-
-    def _train(
-        self, Z: torch.Tensor, n_epochs: int, validation, incremental: bool, name: str
-    ):
-        params = list(self.energy_.parameters())
-        if self._loss_state is not None:
-            params += list(self._loss_state.parameters())
-        model = self._model()
-        path = choose_fast_path(self.device_, self.compile)
-        if path.compiled_kernels:
-            attach_compiled_kernels(model)
-        optimizer = torch.optim.Adam(
-            params, lr=self.learning_rate, capturable=path.cuda_graphs
-        )
-        if self._optimizer_state is not None:
-            optimizer.load_state_dict(self._optimizer_state)
-            for group in optimizer.param_groups:
-                group["lr"] = self.learning_rate
-        generator = make_generator(self.device_)
-        if self._train_rng_state is None:
-            generator.manual_seed(self._train_seed)
-        else:
-            generator.set_state(self._train_rng_state)
-        result = run_epochs(
-            model=model,
-            loss=self.loss_,
-            sampler=self.sampler_,
-            loss_state=self._loss_state,
-            optimizer=optimizer,
-            X=Z,
-            batch_size=self._batch_size(Z.shape[0]),
-            n_epochs=n_epochs,
-            generator=generator,
-            max_grad_norm=self.max_grad_norm,
-            tol=self.tol,
-            n_iter_no_change=self.n_iter_no_change,
-            best_loss=min(self.loss_curve_, default=float("inf")),
-            validation=validation,
-            ema_decay=0.0 if incremental else self.ema_decay,
-            verbose=self.verbose,
-            first_epoch=len(self.loss_curve_) + 1,
-            name=name,
-            capture=path.cuda_graphs,
-        )
-        self.loss_curve_ = [*self.loss_curve_, *result.losses]
-        self.n_iter_ = result.n_epochs
-        self._optimizer_state = optimizer.state_dict()
-        self._train_rng_state = generator.get_state()
-        return result
-
-    def _estimate_partition(self) -> None:
-        generator = make_generator(self.device_, self._partition_seed)
-        estimate = estimate_log_partition(
-            self._model(), self.partition, self.partition_params, generator=generator
-        )
-        self.log_partition_ = estimate.log_partition
-        self.log_partition_stderr_ = estimate.stderr
-        ess = estimate.effective_sample_size
-        self._partition_reliable = ess is None or ess >= _MIN_PARTITION_ESS
 
     # -- inference -----------------------------------------------------------------
 
