@@ -234,13 +234,12 @@ def _fit_bases(
     dtype = resolve_dtype(estimator.dtype)
     bases = {}
     for kind in _base_kinds(estimator, Z_valid is not None):
-        params = {
-            key: value
-            for key, value in (estimator.base_params or {}).items()
-            if key in BASE_PARAMS[kind]
-        }
         bases[kind] = fit_base(
-            kind, Z_train, params, random_state=estimator._base_seed, Z_valid=Z_valid
+            kind,
+            Z_train,
+            _base_params(estimator, kind),
+            random_state=estimator._base_seed,
+            Z_valid=Z_valid,
         ).to(estimator.device_, dtype)
     if len(bases) > 1 and not _exact_partition(estimator):
         alone = {
@@ -263,16 +262,26 @@ def _fit_bases(
         score = (estimator._partition_reliable, estimator.best_validation_score_ or 0.0)
         if best_state is None or score > best:
             best = score
-            best_state = {name: getattr(estimator, name) for name in _MODEL_ATTRIBUTES}
+            best_state = {a: getattr(estimator, a) for a in _MODEL_ATTRIBUTES}
             best_result = result
         if result.interrupted or result.diverged_epoch is not None:
             break
-    for name, value in best_state.items():
-        setattr(estimator, name, value)
+    for attribute, value in best_state.items():
+        setattr(estimator, attribute, value)
     estimator.base_scores_ = scores if Z_valid is not None else None
     if Z_valid is not None and estimator.base_kind_ != "standard":
         _refit_base(estimator, np.concatenate([Z_train, Z_valid]))
     return best_result
+
+
+def _base_params(estimator, kind: str) -> dict:
+    """The entries of ``base_params`` that base ``kind`` takes (with ``"auto"``,
+    each candidate reads its own)."""
+    return {
+        key: value
+        for key, value in (estimator.base_params or {}).items()
+        if key in BASE_PARAMS[kind]
+    }
 
 
 def _refit_base(estimator, Z_all) -> None:
@@ -280,14 +289,9 @@ def _refit_base(estimator, Z_all) -> None:
     ``log Z`` again: the energy stays, the base sees 10 % more data (as
     ``GridSearchCV`` refits the best model). The held-out scores stay those
     measured before."""
-    params = {
-        key: value
-        for key, value in (estimator.base_params or {}).items()
-        if key in BASE_PARAMS[estimator.base_kind_]
-    }
-    dtype = estimator._dtype()
+    params = _base_params(estimator, estimator.base_kind_)
     estimator.base_ = refit_base(estimator.base_, Z_all, params).to(
-        estimator.device_, dtype
+        estimator.device_, estimator._dtype()
     )
     _estimate_partition(estimator)
     if not estimator._partition_reliable:
