@@ -11,6 +11,8 @@ import io
 import json
 import os
 import pickle
+import shutil
+import tempfile
 import zipfile
 from typing import Any
 
@@ -40,8 +42,15 @@ _TENSORS = "tensors.pt"
 _ARRAY_KINDS = "biufUO"  # bool, int, uint, float, str, object (of str)
 
 #: Limits checked before anything in a file is read or built, so that a small file
-#: cannot make ``load`` allocate much more than the model it describes.
+#: cannot make ``load`` allocate much more than the model it describes: parsing
+#: the JSON member allocates at most about ``100 * MAX_METADATA_VALUES`` bytes
+#: plus six times the member's size (under 256 MiB), and the tensors are inflated
+#: to a temporary file, never held twice (tested under an address-space cap).
 MAX_METADATA_BYTES = 16 * 2**20
+#: Most JSON values (numbers, strings, lists, objects) the metadata may hold,
+#: counted from its separators before parsing. With the 16 MiB above, a model of
+#: up to about 240,000 named features fits (measured: 70 bytes, 3 values each).
+MAX_METADATA_VALUES = 1_000_000
 MAX_TENSOR_BYTES = 2**31
 #: Most a member may inflate per stored byte (network weights barely compress).
 MAX_INFLATION = 20.0
@@ -243,19 +252,27 @@ def write(estimator, path) -> None:
         )
         # Rebuild once now, so that a file save() writes always loads.
         restore(build(metadata, type(estimator)), metadata, tensors, "cpu")
+    text = json.dumps(metadata, indent=1).encode("ascii")
+    problem = _metadata_problem(text)
+    if problem is not None:
+        raise ValueError(
+            f"This model cannot be written in skebm's file format: {problem}. "
+            "Save it with pickle or joblib instead (and load it only from a "
+            "trusted source)."
+        )
     buffer = io.BytesIO()
     torch.save(tensors, buffer)
     with zipfile.ZipFile(os.fspath(path), "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(_METADATA, json.dumps(metadata, indent=1))
+        zf.writestr(_METADATA, text)
         zf.writestr(_TENSORS, buffer.getvalue())
 
 
 # -- loading -----------------------------------------------------------------------
 
 
-def _member(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
-    """A member's bytes, refused before reading when it would inflate beyond
-    ``limit`` bytes or more than :data:`MAX_INFLATION` times its stored size."""
+def _check_member(zf: zipfile.ZipFile, name: str, limit: int) -> None:
+    """Refuse a member before reading it when it would inflate beyond ``limit``
+    bytes or more than :data:`MAX_INFLATION` times its stored size."""
     info = zf.getinfo(name)
     inflation = info.file_size / max(info.compress_size, 1)
     if info.file_size > limit or (
@@ -267,7 +284,53 @@ def _member(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
             f"({inflation:.0f} times its stored size); a model file's limits are "
             f"{limit:,} bytes and {MAX_INFLATION:.0f} times."
         )
-    return zf.read(name)
+
+
+def _metadata_problem(text: bytes) -> str | None:
+    """Why the JSON member ``text`` is refused before parsing, or None.
+
+    skebm writes ASCII JSON (non-ASCII characters escaped); the count of values
+    bounds what parsing allocates.
+    """
+    if len(text) > MAX_METADATA_BYTES:
+        return (
+            f"its metadata holds {len(text):,} bytes (at most {MAX_METADATA_BYTES:,})"
+        )
+    if not text.isascii():
+        return "its metadata is not ASCII JSON"
+    n_values = 1 + sum(text.count(mark) for mark in (b",", b":", b"[", b"{"))
+    if n_values > MAX_METADATA_VALUES:
+        return (
+            f"its metadata holds up to {n_values:,} values (at most "
+            f"{MAX_METADATA_VALUES:,})"
+        )
+    return None
+
+
+def _read_metadata(zf: zipfile.ZipFile) -> Any:
+    text = zf.read(_METADATA)
+    problem = _metadata_problem(text)
+    if problem is not None:
+        raise ModelFileError(f"{zf.filename!r} is refused: {problem}.")
+    return json.loads(text)
+
+
+def _read_tensors(zf: zipfile.ZipFile) -> Any:
+    """The tensor member, inflated to a temporary file that ``torch.load`` reads,
+    so that its bytes and its tensors are never both in memory."""
+    with tempfile.TemporaryDirectory(prefix="skebm-") as folder:
+        inflated = os.path.join(folder, _TENSORS)
+        with zf.open(_TENSORS) as source, open(inflated, "wb") as target:
+            shutil.copyfileobj(source, target, 2**20)
+        try:
+            return torch.load(inflated, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ModelFileError(
+                f"Refusing to load {zf.filename!r}: its tensor part holds objects "
+                "other than tensors and plain containers, which could run code. It "
+                "was not written by skebm's save, or it was altered; nothing from it "
+                f"was executed. (torch: {str(exc).splitlines()[0]})"
+            ) from exc
 
 
 def read(path) -> tuple[dict, dict]:
@@ -292,27 +355,17 @@ def read(path) -> tuple[dict, dict]:
                 f"{name!r} is not a skebm model file: it lacks {_METADATA} and "
                 f"{_TENSORS}."
             )
-        metadata = json.loads(_member(zf, _METADATA, MAX_METADATA_BYTES))
-        raw_tensors = _member(zf, _TENSORS, MAX_TENSOR_BYTES)
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise ModelFileError(f"{name!r} is not a skebm model file.")
-    if metadata.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{name!r} uses format version {metadata['format_version']}; this skebm "
-            f"({__version__}) reads up to {FORMAT_VERSION}. Upgrade skebm."
-        )
-    try:
-        tensors = torch.load(
-            io.BytesIO(raw_tensors), map_location="cpu", weights_only=True
-        )
-    except pickle.UnpicklingError as exc:
-        raise ModelFileError(
-            f"Refusing to load {name!r}: its tensor part holds objects other than "
-            "tensors and plain containers, which could run code. It was not written "
-            "by skebm's save, or it was altered; nothing from it was executed. "
-            f"(torch: {str(exc).splitlines()[0]})"
-        ) from exc
-    return metadata, tensors
+        _check_member(zf, _METADATA, MAX_METADATA_BYTES)
+        _check_member(zf, _TENSORS, MAX_TENSOR_BYTES)
+        metadata = _read_metadata(zf)
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+            raise ModelFileError(f"{name!r} is not a skebm model file.")
+        if metadata.get("format_version", 0) > FORMAT_VERSION:
+            raise ModelFileError(
+                f"{name!r} uses format version {metadata['format_version']}; this "
+                f"skebm ({__version__}) reads up to {FORMAT_VERSION}. Upgrade skebm."
+            )
+        return metadata, _read_tensors(zf)
 
 
 def build(metadata: dict, cls):

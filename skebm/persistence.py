@@ -114,7 +114,13 @@ def load(path, *, device: str | None = None):
     name = os.fspath(path)
     try:
         metadata, tensors = _model_file.read(path)
-    except (FileNotFoundError, IsADirectoryError, PermissionError, ModelFileError):
+    except (
+        FileNotFoundError,
+        IsADirectoryError,
+        PermissionError,
+        MemoryError,  # not damage: the machine ran out
+        ModelFileError,
+    ):
         raise
     except Exception as exc:
         raise _damaged(name, exc) from exc
@@ -140,7 +146,7 @@ def load(path, *, device: str | None = None):
             "that provides it, or let it load (see SKEBM_DISABLE_PLUGIN_AUTOLOAD and "
             f"SKEBM_LOAD_PLUGINS). {exc}"
         ) from exc
-    except ModelFileError:
+    except (MemoryError, ModelFileError):
         raise
     except Exception as exc:
         raise _damaged(name, exc) from exc

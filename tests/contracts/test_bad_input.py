@@ -216,6 +216,14 @@ def _inflating_file(method, fitted, tmp_path):
     skebm.load(path)
 
 
+def _many_values_file(method, fitted, tmp_path):
+    path = tmp_path / "model.skebm"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("skebm.json", "[" + "{}," * 2_000_000 + "{}]")
+        zf.writestr("tensors.pt", b"")
+    skebm.load(path)
+
+
 def _tensor_input(method, fitted, tmp_path):
     tensor = torch.tensor(X_GOOD, dtype=torch.bfloat16, requires_grad=True)
     values = torch.as_tensor(X_GOOD, dtype=torch.bfloat16).to(torch.float32).numpy()
@@ -272,6 +280,7 @@ CASES = {
     "a pickle file": _load_pickle,
     "a damaged model file (one byte of its tensors changed)": _damaged_file,
     "a 200 kB model file whose tensors inflate to 200 MB": _inflating_file,
+    "a 6 MB model file whose JSON holds 2 million objects": _many_values_file,
     "a learning rate far too large, `learning_rate=1e10`": _fit_with(
         learning_rate=1e10
     ),
