@@ -52,6 +52,10 @@ MAX_METADATA_BYTES = 16 * 2**20
 #: up to about 240,000 named features fits (measured: 70 bytes, 3 values each).
 MAX_METADATA_VALUES = 1_000_000
 MAX_TENSOR_BYTES = 2**31
+#: Largest pickle inside the tensor member (``torch.save``'s ``data.pkl``: the
+#: structure that holds the tensors, a few kB for any model). Unpickling can
+#: allocate several times its size, so it is checked before ``torch.load``.
+MAX_PICKLE_BYTES = 2**20
 #: Most a member may inflate per stored byte (network weights barely compress).
 MAX_INFLATION = 20.0
 _SMALL_MEMBER = 2**20  # members below 1 MiB may compress better (JSON, tiny models)
@@ -322,6 +326,7 @@ def _read_tensors(zf: zipfile.ZipFile) -> Any:
         inflated = os.path.join(folder, _TENSORS)
         with zf.open(_TENSORS) as source, open(inflated, "wb") as target:
             shutil.copyfileobj(source, target, 2**20)
+        _check_tensor_archive(inflated, zf.filename)
         try:
             return torch.load(inflated, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
@@ -366,6 +371,22 @@ def read(path) -> tuple[dict, dict]:
                 f"skebm ({__version__}) reads up to {FORMAT_VERSION}. Upgrade skebm."
             )
         return metadata, _read_tensors(zf)
+
+
+def _check_tensor_archive(path: str, name: str) -> None:
+    """Refuse a tensor member that is not ``torch.save``'s zip archive (the old
+    format is one long pickle) or whose pickle exceeds :data:`MAX_PICKLE_BYTES`."""
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(
+            f"{name!r} is refused: its tensor part is not in torch.save's zip format."
+        )
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.filename.endswith(".pkl") and info.file_size > MAX_PICKLE_BYTES:
+                raise ModelFileError(
+                    f"{name!r} is refused: the pickle in its tensor part holds "
+                    f"{info.file_size:,} bytes (at most {MAX_PICKLE_BYTES:,})."
+                )
 
 
 def build(metadata: dict, cls):

@@ -20,6 +20,7 @@ from skebm._model_file import (
     MAX_INFLATION,
     MAX_METADATA_BYTES,
     MAX_METADATA_VALUES,
+    MAX_PICKLE_BYTES,
 )
 from skebm.datasets import make_two_moons
 from skebm.exceptions import ModelFileError, UnknownComponentError
@@ -484,3 +485,33 @@ def test_hostile_files_load_within_256_mib(model_bytes, tmp_path, data):
         paths[-1].write_bytes(_hostile(data, model_bytes))
     outcomes = _load_capped(paths)
     assert set(outcomes) <= {"loaded", "refused"}, outcomes
+
+
+def _tensors_with_pickle_of(n_bytes: int) -> bytes:
+    """A tensor member whose ``data.pkl`` holds ``n_bytes`` random letters."""
+    letters = np.random.RandomState(0).choice(list("abcdefgh"), n_bytes)
+    out = io.BytesIO()
+    torch.save({"padding": "".join(letters)}, out)
+    return out.getvalue()
+
+
+def test_a_large_pickle_in_the_tensor_part_is_refused_before_unpickling(
+    model_bytes, tmp_path
+):
+    """Unpickling can allocate several times the pickle's size (a list of memo
+    references costs 8 bytes per 2-byte opcode): its size is checked first."""
+    path = _assemble(
+        tmp_path / "pickle.skebm",
+        model_bytes,
+        tensors_pt=_tensors_with_pickle_of(MAX_PICKLE_BYTES),
+    )
+    with pytest.raises(ModelFileError, match="pickle.skebm.*pickle.*at most"):
+        skebm.load(path)
+
+
+def test_the_old_single_pickle_tensor_format_is_refused(model_bytes, tmp_path):
+    out = io.BytesIO()
+    torch.save({}, out, _use_new_zipfile_serialization=False)
+    path = _assemble(tmp_path / "old.skebm", model_bytes, tensors_pt=out.getvalue())
+    with pytest.raises(ModelFileError, match="old.skebm.*zip format"):
+        skebm.load(path)
