@@ -1,4 +1,9 @@
-"""EnergyDensityEstimator: energy-based density estimation with sklearn semantics."""
+"""EnergyDensityEstimator: energy-based density estimation with sklearn semantics.
+
+This module is the estimator's public surface: its parameters, scoring, sampling
+and pickling. What ``fit`` does step by step is in :mod:`skebm._fitting`; the
+fitted attributes are listed once in :mod:`skebm._fitted_state`.
+"""
 
 from __future__ import annotations
 
