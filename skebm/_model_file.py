@@ -319,6 +319,22 @@ def _read_metadata(zf: zipfile.ZipFile) -> Any:
     return json.loads(text)
 
 
+def _check_tensor_archive(path: str, name: str) -> None:
+    """Refuse a tensor member that is not ``torch.save``'s zip archive (the old
+    format is one long pickle) or whose pickle exceeds :data:`MAX_PICKLE_BYTES`."""
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(
+            f"{name!r} is refused: its tensor part is not in torch.save's zip format."
+        )
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.filename.endswith(".pkl") and info.file_size > MAX_PICKLE_BYTES:
+                raise ModelFileError(
+                    f"{name!r} is refused: the pickle in its tensor part holds "
+                    f"{info.file_size:,} bytes (at most {MAX_PICKLE_BYTES:,})."
+                )
+
+
 def _read_tensors(zf: zipfile.ZipFile) -> Any:
     """The tensor member, inflated to a temporary file that ``torch.load`` reads,
     so that its bytes and its tensors are never both in memory."""
@@ -371,22 +387,6 @@ def read(path) -> tuple[dict, dict]:
                 f"skebm ({__version__}) reads up to {FORMAT_VERSION}. Upgrade skebm."
             )
         return metadata, _read_tensors(zf)
-
-
-def _check_tensor_archive(path: str, name: str) -> None:
-    """Refuse a tensor member that is not ``torch.save``'s zip archive (the old
-    format is one long pickle) or whose pickle exceeds :data:`MAX_PICKLE_BYTES`."""
-    if not zipfile.is_zipfile(path):
-        raise ModelFileError(
-            f"{name!r} is refused: its tensor part is not in torch.save's zip format."
-        )
-    with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            if info.filename.endswith(".pkl") and info.file_size > MAX_PICKLE_BYTES:
-                raise ModelFileError(
-                    f"{name!r} is refused: the pickle in its tensor part holds "
-                    f"{info.file_size:,} bytes (at most {MAX_PICKLE_BYTES:,})."
-                )
 
 
 def build(metadata: dict, cls):
