@@ -327,6 +327,18 @@ def _fit_model(
     return result
 
 
+def _new_energy(estimator, dtype: torch.dtype):
+    """The energy as ``fit`` first builds it (the same seed every time)."""
+    return build_energy(
+        estimator.energy,
+        estimator.energy_params,
+        n_features=estimator.n_features_in_,
+        seed=estimator._energy_seed,
+        device=estimator.device_,
+        dtype=dtype,
+    )
+
+
 def _drop_energy(estimator) -> None:
     """Fall back to the base when ``log Z`` cannot be trusted.
 
@@ -334,14 +346,7 @@ def _drop_energy(estimator) -> None:
     replaces it: the model is then its base, whose ``log Z`` is exactly 0.
     Other energies are kept (``fit`` warns).
     """
-    untrained = build_energy(
-        estimator.energy,
-        estimator.energy_params,
-        n_features=estimator.n_features_in_,
-        seed=estimator._energy_seed,
-        device=estimator.device_,
-        dtype=estimator._dtype(),
-    )
+    untrained = _new_energy(estimator, estimator._dtype())
     probe = estimator.base_.sample(256, generator=make_generator(estimator.device_, 0))
     with torch.no_grad():
         if not bool((untrained(probe) == 0).all()):
@@ -356,14 +361,7 @@ def _initialize_model(estimator, kind: str, base, Z_train) -> None:
     dtype = resolve_dtype(estimator.dtype)
     estimator.base_kind_ = kind
     estimator.base_ = base
-    estimator.energy_ = build_energy(
-        estimator.energy,
-        estimator.energy_params,
-        n_features=estimator.n_features_in_,
-        seed=estimator._energy_seed,
-        device=estimator.device_,
-        dtype=dtype,
-    )
+    estimator.energy_ = _new_energy(estimator, dtype)
     estimator._resolve_strategies()
     estimator._optimizer_state = None
     estimator.loss_curve_ = []
@@ -493,6 +491,3 @@ def _estimate_partition(estimator) -> None:
     estimator.log_partition_stderr_ = estimate.stderr
     ess = estimate.effective_sample_size
     estimator._partition_reliable = ess is None or ess >= _MIN_PARTITION_ESS
-
-
-# -- inference -----------------------------------------------------------------
