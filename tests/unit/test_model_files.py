@@ -243,8 +243,11 @@ def test_hostile_attribute_values_are_refused_or_valid(
 #: prints one outcome per file.
 _CAPPED_LOADS = """
 import gc, resource, sys
+import torch
 import skebm
 from skebm.exceptions import ModelFileError, UnknownComponentError
+
+torch.ones(2**20).add_(1).sum()  # start torch's thread pool before any cap
 
 def address_space():
     return int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
