@@ -316,9 +316,13 @@ def fit_skebm(X_train, X_test, settings: Settings) -> dict:
 
 
 def _skebm_detail(est) -> str:
-    components = getattr(est.base_, "n_components", 1)
+    mixture = getattr(est.base_, "inner", est.base_)
+    runs = getattr(mixture, "n_members", 1)
+    components = getattr(mixture, "n_components", 1) // runs
+    covariance = getattr(mixture, "covariance_type", "full")
     return (
-        f"base {components} comp., {est.n_iter_} epochs, "
+        f"base {est.base_kind_!r}: {runs} x {components} comp. ({covariance}), "
+        f"{est.n_iter_} epochs, "
         f"log Z {est.log_partition_:.3f} ± {est.log_partition_stderr_:.3f}"
     )
 

@@ -38,8 +38,17 @@ __all__ = [
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
+#: The covariance structures of a mixture, as scikit-learn names them.
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
 #: The ``params`` keys :func:`fit_base` accepts for each kind of base.
-_MIXTURE_PARAMS = ("n_components", "max_components", "covariance_type", "reg_covar")
+_MIXTURE_PARAMS = (
+    "n_components",
+    "max_components",
+    "covariance_type",
+    "n_members",
+    "reg_covar",
+)
 BASE_PARAMS = {
     "auto": _MIXTURE_PARAMS,
     "gmm": _MIXTURE_PARAMS,
@@ -157,10 +166,23 @@ class GaussianMixtureDensity(BaseDensity):
     means : array-like of shape (n_components, n_features)
     covariances : array-like of shape (n_components, n_features, n_features)
         Symmetric positive definite matrices.
+    n_members : int, default=1
+        How many fitted mixtures of ``n_components / n_members`` components each,
+        stored one after another, this mixture averages (:func:`fit_base`).
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        The structure the covariances were fitted with (each member's are all
+        equal with ``"tied"``), kept when :func:`refit_base` refits them.
     """
 
-    def __init__(self, weights, means, covariances):
+    def __init__(
+        self, weights, means, covariances, *, n_members=1, covariance_type="full"
+    ):
         super().__init__()
+        if covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"covariance_type must be one of {COVARIANCE_TYPES}, got "
+                f"{covariance_type!r}."
+            )
         weights = torch.tensor(np.asarray(weights, dtype=np.float64))
         means = torch.tensor(np.asarray(means, dtype=np.float64))
         covariances = torch.tensor(np.asarray(covariances, dtype=np.float64))
@@ -195,11 +217,40 @@ class GaussianMixtureDensity(BaseDensity):
             "_whitening", _side_by_side(precision_tril), persistent=False
         )
         self.register_buffer("_cdf", torch.cumsum(log_weights.exp(), 0))
+        # (n_members, index in COVARIANCE_TYPES): how refit_base refits.
+        structure = torch.tensor([n_members, COVARIANCE_TYPES.index(covariance_type)])
+        self.register_buffer("structure", structure)
+        self._check_structure()
+
+    def _check_structure(self) -> None:
+        n_members, kind = self.structure.tolist()
+        if not (n_members >= 1 and self.n_components % n_members == 0):
+            raise ValueError(
+                f"n_members must divide the {self.n_components} components, got "
+                f"{n_members}."
+            )
+        if not 0 <= kind < len(COVARIANCE_TYPES):
+            raise ValueError(f"Unknown covariance structure {kind}.")
+
+    @property
+    def n_members(self) -> int:
+        return int(self.structure[0])
+
+    @property
+    def covariance_type(self) -> str:
+        return COVARIANCE_TYPES[int(self.structure[1])]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Files saved before mixtures were averaged hold one full-covariance fit.
+        state_dict.setdefault(prefix + "structure", torch.tensor([1, 0]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         with torch.no_grad():
             self._whitening.copy_(_side_by_side(self.precision_tril))
+        try:
+            self._check_structure()
+        except ValueError as exc:
+            error_msgs = args[-1]
+            error_msgs.append(str(exc))
 
     @property
     def n_components(self) -> int:
@@ -240,8 +291,8 @@ class GaussianMixtureDensity(BaseDensity):
             return self._grad(*self._whitened(z))
 
     def sample(self, n_samples: int, *, generator: torch.Generator) -> torch.Tensor:
-        # Components by inverse CDF and every component's candidate gathered: no host
-        # sync and static shapes, so sampling can be captured in a CUDA graph.
+        # Components by inverse CDF, then gathered by index: no host sync and static
+        # shapes, so sampling can be captured in a CUDA graph.
         eps = torch.randn(
             (n_samples, self.n_features),
             generator=generator,
@@ -256,9 +307,12 @@ class GaussianMixtureDensity(BaseDensity):
         component = torch.searchsorted(self._cdf, uniform, right=True).clamp_(
             max=self.n_components - 1
         )
-        candidates = torch.einsum("nd,ked->nke", eps, self.scale_tril)
-        rows = torch.arange(n_samples, device=eps.device)
-        return self.means[component] + candidates[rows, component]
+        if self.n_components < self.n_features:  # all k candidates: n*k*d work
+            candidates = torch.einsum("nd,ked->nke", eps, self.scale_tril)
+            rows = torch.arange(n_samples, device=eps.device)
+            return self.means[component] + candidates[rows, component]
+        factors = self.scale_tril[component]  # each row's own factor: n*d*d work
+        return self.means[component] + (factors @ eps.unsqueeze(-1)).squeeze(-1)
 
     def bounds(self, width: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
         means = self.means.detach().cpu().double().numpy()
@@ -563,11 +617,15 @@ MAX_COVARIANCE_BYTES = 2 * 2**30
 
 
 def _max_components(n_samples: int, n_features: int, covariance_type: str) -> int:
-    """The most components the data support: 5 samples per free parameter."""
-    cov_params = (
-        n_features * (n_features + 1) // 2 if covariance_type == "full" else n_features
-    )
-    per_component = n_features + cov_params + 1
+    """The most components the data support: 5 samples per free parameter (a
+    tied covariance is shared, so it is not counted per component)."""
+    per_covariance = {
+        "full": n_features * (n_features + 1) // 2,
+        "tied": 0,
+        "diag": n_features,
+        "spherical": 1,
+    }[covariance_type]
+    per_component = n_features + 1 + per_covariance
     return max(1, n_samples // (5 * per_component))
 
 
@@ -576,22 +634,21 @@ def _max_components(n_samples: int, n_features: int, covariance_type: str) -> in
 _COMPONENT_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100)
 _PATIENCE = 3
 
+#: What ``covariance_type="auto"`` compares on held-out rows.
+_AUTO_COVARIANCES = ("full", "tied")
 
-def _chosen(scores: list) -> int:
-    """Index of the candidate to keep: the best BIC; or, with held-out per-row
-    log-likelihoods, the fewest components whose mean is within one standard
-    error (of the paired difference) of the best mean (the one-standard-error
-    rule), so that noise in the held-out rows does not buy extra components."""
-    if np.ndim(scores[0]) == 0:
-        return int(np.argmax(scores))
-    means = [s.mean() for s in scores]
-    top = int(np.argmax(means))
-    for i, rows in enumerate(scores):
-        diff = rows - scores[top]
-        stderr = diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else 0.0
-        if means[i] >= means[top] - stderr:
-            return i
-    return top
+#: Mixtures averaged into a base by default (``n_members``), and the most
+#: components they may hold together (a base's cost grows with its components).
+_DEFAULT_MEMBERS = 8
+_MAX_AVERAGED_COMPONENTS = 128
+
+#: Largest difference (nats) of two fits' log-densities on every training row for
+#: them to count as the same fit, averaged once.
+_SAME_FIT = 1e-2
+
+#: Largest shortfall (nats per row) of a fit's training log-likelihood to the best
+#: fit's for it to join the average.
+_MEMBER_TOLERANCE = 0.05
 
 
 def _component_candidates(cap: int) -> list[int]:
@@ -616,29 +673,41 @@ def fit_base(
     Parameters
     ----------
     kind : {"gmm", "gaussianized", "gaussian", "standard"}
-        ``"gmm"``: a Gaussian mixture whose number of components is chosen on
-        held-out rows (or by BIC) unless ``params["n_components"]`` is set;
-        ``"gaussianized"``: the same mixture on features first Gaussianised one
-        at a time (:class:`GaussianizedMixtureDensity`); ``"gaussian"``: one
+        ``"gmm"``: the average of Gaussian mixtures fitted from different random
+        starts, their covariance structure and number of components chosen on
+        held-out rows (or by BIC) unless ``params`` sets them;
+        ``"gaussianized"``: the same on features first Gaussianised one at a
+        time (:class:`GaussianizedMixtureDensity`); ``"gaussian"``: one
         full-covariance Gaussian; ``"standard"``: N(0, I) (nothing is fitted).
     Z : ndarray of shape (n_samples, n_features)
         Standardised training data.
     params : dict, default=None
-        For the mixtures: ``n_components`` (int, or None to choose),
-        ``max_components`` (cap of the choice, default None: as many as the data
-        support, 5 samples per free parameter), ``covariance_type`` (``"full"`` or
-        ``"diag"``), ``reg_covar`` (default 1e-6 as in scikit-learn, in
-        standardised units).
+        For the mixtures:
+
+        - ``n_components`` (int, or None to choose);
+        - ``max_components`` (cap of the choice, default None: as many as the
+          data support, 5 samples per free parameter);
+        - ``covariance_type``: ``"full"``, ``"tied"``, ``"diag"``,
+          ``"spherical"``, or ``"auto"`` (the default), which compares ``"full"``
+          and ``"tied"`` (one covariance shared by all components);
+        - ``n_members`` (default 8): EM is run this many times from different
+          random starts with the chosen structure and number of components, and
+          the base is the average of the distinct runs whose training
+          log-likelihood is within 0.05 nats per row of the best run's (averaging
+          lowers the variance of the fit; runs stuck at a poor optimum are left
+          out). At most 128 components are averaged in all, so a mixture of 50
+          components averages two runs;
+        - ``reg_covar`` (default 1e-6 as in scikit-learn, in standardised units).
+
         ``"gaussian"`` takes ``reg_covar``.
     random_state : int, default=None
         Seed of the mixture fits.
     Z_valid : ndarray of shape (n_valid, n_features), default=None
-        Held-out standardised rows. When given, the number of components is the
-        smallest whose mean log-likelihood on them is within one standard error of
-        the best (the one-standard-error rule); otherwise the one with the
-        smallest BIC on ``Z``. Candidates run 1, 2, 3, 4, 5, 6, 8, 10, ... up to
-        the cap; the search stops after three candidates in a row that do not
-        beat the best.
+        Held-out standardised rows. When given, the covariance structure and the
+        number of components are those whose mean log-likelihood on them is
+        best; otherwise those with the smallest BIC on ``Z``. For each structure,
+        candidates run 1, 2, 3, 4, 5, 6, 8, 10, ... up to the cap; the search
+        stops after three candidates in a row that do not beat the best.
 
     Returns
     -------
@@ -679,82 +748,150 @@ def fit_base(
 def _fit_mixture(
     Z: np.ndarray, Z_valid: np.ndarray | None, params: dict, random_state
 ) -> GaussianMixtureDensity:
-    """The Gaussian mixture of :func:`fit_base` (number of components chosen)."""
+    """The Gaussian mixture of :func:`fit_base`: covariance structure and number
+    of components chosen, then ``n_members`` fits of that choice averaged."""
     n_samples, n_features = Z.shape
     reg_covar = check_scalar(
         params.get("reg_covar", 1e-6), "reg_covar", Real, min_val=0.0
     )
-    covariance_type = params.get("covariance_type", "full")
-    if covariance_type not in ("full", "diag"):
-        raise ValueError(
-            f"covariance_type must be 'full' or 'diag', got {covariance_type!r}."
+    n_members = check_scalar(
+        params.get("n_members", _DEFAULT_MEMBERS), "n_members", Integral, min_val=1
+    )
+    covariance_types = _covariance_types(
+        params.get("covariance_type", "auto"), n_features
+    )
+    n_components = params.get("n_components")
+    if n_components is not None:
+        n_components = check_scalar(
+            n_components, "n_components", Integral, min_val=1, max_val=n_samples
         )
+    max_components = params.get("max_components")
+    if max_components is not None:
+        max_components = check_scalar(
+            max_components, "max_components", Integral, min_val=1
+        )
+    # The search runs from random_state, the other members from seeds drawn from it.
+    seeds = np.random.RandomState(random_state).randint(2**31 - 1, size=n_members - 1)
+    # Z is a numpy array whatever the caller's array-API setting: fit in numpy. The
+    # mixture's linear algebra is on d x d matrices, where BLAS threads only add
+    # contention (measured: 36 s instead of 0.4 s on a loaded 2-core machine).
+    with config_context(array_api_dispatch=False), threadpool_limits(1, "blas"):
+        fits, scores = [], []
+        for covariance_type in covariance_types:
+            if n_components is not None:
+                grid = [n_components]
+            else:
+                cap = _max_components(n_samples, n_features, covariance_type)
+                grid = _component_candidates(min(cap, max_components or cap))
+            found, found_scores = _search_components(
+                covariance_type, grid, Z, Z_valid, reg_covar, random_state
+            )
+            fits += found
+            scores += found_scores
+        best = fits[int(np.argmax(scores))]
+        room = max(1, _MAX_AVERAGED_COMPONENTS // best.n_components)
+        members = [best] + [
+            _sk_mixture(best.n_components, best.covariance_type, reg_covar, seed).fit(Z)
+            for seed in seeds[: room - 1]
+        ]
+    return _averaged(_distinct_good_fits(members, Z))
+
+
+def _distinct_good_fits(members: list, Z: np.ndarray) -> list:
+    """The fits worth averaging: within :data:`_MEMBER_TOLERANCE` nats per row of
+    the best training log-likelihood (EM runs that stopped at a poor optimum
+    would drag the average down), one of each that agree on every row to
+    :data:`_SAME_FIT` nats (they add nothing but cost)."""
+    rows = [member.score_samples(Z) for member in members]
+    best = max(r.mean() for r in rows)
+    kept, kept_rows = [], []
+    for member, r in sorted(zip(members, rows), key=lambda pair: -pair[1].mean()):
+        if r.mean() < best - _MEMBER_TOLERANCE:
+            break
+        if all(np.abs(r - other).max() > _SAME_FIT for other in kept_rows):
+            kept.append(member)
+            kept_rows.append(r)
+    return kept
+
+
+def _covariance_types(covariance_type, n_features: int) -> tuple[str, ...]:
+    if covariance_type != "auto" and covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(
+            f"covariance_type must be 'auto', 'full', 'tied', 'diag' or 'spherical', "
+            f"got {covariance_type!r}."
+        )
+    types = _AUTO_COVARIANCES if covariance_type == "auto" else (covariance_type,)
     covariance_bytes = 8 * n_features**2
-    if covariance_type == "full" and covariance_bytes > MAX_COVARIANCE_BYTES:
+    if {"full", "tied"} & set(types) and covariance_bytes > MAX_COVARIANCE_BYTES:
         raise ValueError(
             f"A full covariance of {n_features:,} features takes "
             f"{covariance_bytes / 2**30:,.1f} GiB (more than "
             f"{MAX_COVARIANCE_BYTES / 2**30:.0f} GiB per component). Use "
             "base='standard', or base_params={'covariance_type': 'diag'}."
         )
-    n_components = params.get("n_components")
-    if n_components is None:
-        cap = _max_components(n_samples, n_features, covariance_type)
-        if params.get("max_components") is not None:
-            cap = min(
-                cap,
-                check_scalar(
-                    params["max_components"], "max_components", Integral, min_val=1
-                ),
-            )
-        candidates = _component_candidates(cap)
-    else:
-        candidates = [
-            check_scalar(
-                n_components, "n_components", Integral, min_val=1, max_val=n_samples
-            )
-        ]
+    return types
+
+
+def _sk_mixture(n_components, covariance_type, reg_covar, seed, **init):
+    return _SkGaussianMixture(
+        n_components=n_components,
+        covariance_type=covariance_type,
+        reg_covar=reg_covar,
+        random_state=seed,
+        **init,
+    )
+
+
+def _search_components(covariance_type, grid, Z, Z_valid, reg_covar, seed):
+    """Mixtures with ``k`` components from ``grid`` in turn, until
+    :data:`_PATIENCE` in a row do not beat the best; and their scores (mean
+    held-out log-likelihood, or minus BIC)."""
     fits, scores, misses = [], [], 0
-    # Z is a numpy array whatever the caller's array-API setting: fit in numpy. The
-    # mixture's linear algebra is on d x d matrices, where BLAS threads only add
-    # contention (measured: 36 s instead of 0.4 s on a loaded 2-core machine).
-    with config_context(array_api_dispatch=False), threadpool_limits(1, "blas"):
-        for k in candidates:
-            gmm = _SkGaussianMixture(
-                n_components=k,
-                covariance_type=covariance_type,
-                reg_covar=reg_covar,
-                random_state=random_state,
-            ).fit(Z)
-            fits.append(gmm)
-            if len(candidates) == 1:
+    for k in grid:
+        gmm = _sk_mixture(k, covariance_type, reg_covar, seed).fit(Z)
+        fits.append(gmm)
+        scores.append(-gmm.bic(Z) if Z_valid is None else gmm.score(Z_valid))
+        if len(fits) == 1 or scores[-1] > max(scores[:-1]):
+            misses = 0
+        else:
+            misses += 1
+            if misses >= _PATIENCE:
                 break
-            if Z_valid is not None:
-                scores.append(gmm.score_samples(Z_valid))
-                means = [s.mean() for s in scores]
-            else:
-                scores.append(-gmm.bic(Z))
-                means = scores
-            if len(fits) == 1 or means[-1] > max(means[:-1]):
-                misses = 0
-            else:
-                misses += 1
-                if misses >= _PATIENCE:
-                    break
-    best = fits[_chosen(scores)] if len(fits) > 1 else fits[0]
-    covariances = best.covariances_
-    if covariance_type == "diag":
-        covariances = np.stack([np.diag(c) for c in covariances])
-    return GaussianMixtureDensity(best.weights_, best.means_, covariances)
+    return fits, scores
+
+
+def _full_covariances(gmm) -> np.ndarray:
+    """A fitted scikit-learn mixture's covariances as ``(k, d, d)`` matrices."""
+    k, d = gmm.means_.shape
+    if gmm.covariance_type == "full":
+        return gmm.covariances_
+    if gmm.covariance_type == "tied":
+        return np.broadcast_to(gmm.covariances_, (k, d, d)).copy()
+    if gmm.covariance_type == "diag":
+        return np.stack([np.diag(c) for c in gmm.covariances_])
+    return gmm.covariances_[:, None, None] * np.eye(d)
+
+
+def _averaged(members: list) -> GaussianMixtureDensity:
+    """The average of fitted scikit-learn mixtures (of the same kind and size)."""
+    return GaussianMixtureDensity(
+        np.concatenate([m.weights_ for m in members]) / len(members),
+        np.concatenate([m.means_ for m in members]),
+        np.concatenate([_full_covariances(m) for m in members]),
+        n_members=len(members),
+        covariance_type=members[0].covariance_type,
+    )
 
 
 def refit_base(base: BaseDensity, Z: np.ndarray, params: dict | None = None):
     """``base`` refitted to more rows ``Z``, with the same number of components.
 
     EM starts from ``base``'s own parameters, so it refines the same solution
-    rather than finding another optimum; a Gaussianised mixture keeps its
-    Gaussianising map and refits the mixture behind it; ``N(0, I)`` has nothing to
-    refit. ``params`` are the ``base_params`` it was fitted with.
+    rather than finding another optimum; an averaged mixture refits each of its
+    runs so, with its covariance structure, and averages them again; a
+    Gaussianised mixture keeps its Gaussianising map and refits the mixture
+    behind it; ``N(0, I)`` has nothing to refit. ``params`` are the
+    ``base_params`` it was fitted with (``reg_covar`` is read).
 
     Returns
     -------
@@ -763,35 +900,53 @@ def refit_base(base: BaseDensity, Z: np.ndarray, params: dict | None = None):
     """
     params = dict(params or {})
     reg_covar = params.get("reg_covar", 1e-6)
-    covariance_type = params.get("covariance_type", "full")
     base = copy.deepcopy(base).to("cpu", torch.float64)  # .to moves in place
     if isinstance(base, GaussianizedMixtureDensity):
         gaussian = base.transform(torch.as_tensor(Z, dtype=torch.float64))[0].numpy()
-        inner = _refit_mixture(base.inner, gaussian, reg_covar, covariance_type)
+        inner = _refit_mixture(base.inner, gaussian, reg_covar)
         return GaussianizedMixtureDensity(base.transform, inner)
     if isinstance(base, GaussianMixtureDensity):
-        return _refit_mixture(base, Z, reg_covar, covariance_type)
+        return _refit_mixture(base, Z, reg_covar)
     return base
 
 
 def _refit_mixture(
-    mixture: GaussianMixtureDensity, Z: np.ndarray, reg_covar, covariance_type: str
+    mixture: GaussianMixtureDensity, Z: np.ndarray, reg_covar
 ) -> GaussianMixtureDensity:
+    """Each member of ``mixture`` refitted to ``Z`` by EM from its own parameters,
+    with its covariance structure; averaged again."""
+    covariance_type = mixture.covariance_type
     tril = mixture.precision_tril.detach().numpy()
     precisions = tril @ tril.transpose(0, 2, 1)
-    if covariance_type == "diag":
-        precisions = np.diagonal(precisions, axis1=1, axis2=2)
     weights = mixture.log_weights.detach().exp().numpy()
+    means = mixture.means.detach().numpy()
+    size = mixture.n_components // mixture.n_members
+    members = []
     with config_context(array_api_dispatch=False), threadpool_limits(1, "blas"):
-        gmm = _SkGaussianMixture(
-            n_components=mixture.n_components,
-            covariance_type=covariance_type,
-            reg_covar=reg_covar,
-            weights_init=weights / weights.sum(),
-            means_init=mixture.means.detach().numpy(),
-            precisions_init=precisions,
-        ).fit(Z)
-    covariances = gmm.covariances_
+        for start in range(0, mixture.n_components, size):
+            part = slice(start, start + size)
+            member_weights = weights[part] / weights[part].sum()
+            members.append(
+                _sk_mixture(
+                    size,
+                    covariance_type,
+                    reg_covar,
+                    None,
+                    weights_init=member_weights,
+                    means_init=means[part],
+                    precisions_init=_structured(precisions[part], covariance_type),
+                ).fit(Z)
+            )
+    return _averaged(members)
+
+
+def _structured(precisions: np.ndarray, covariance_type: str) -> np.ndarray:
+    """``(k, d, d)`` precision matrices in scikit-learn's shape for the type."""
+    if covariance_type == "tied":
+        return precisions[0]
+    diagonals = np.diagonal(precisions, axis1=1, axis2=2)
     if covariance_type == "diag":
-        covariances = np.stack([np.diag(c) for c in covariances])
-    return GaussianMixtureDensity(gmm.weights_, gmm.means_, covariances)
+        return diagonals
+    if covariance_type == "spherical":
+        return diagonals[:, 0]
+    return precisions

@@ -96,16 +96,17 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         ``{"hidden_layer_sizes": (64, 64)}``.
     base : {"auto", "gmm", "gaussianized", "gaussian", "standard"}, default="auto"
         The base density ``q``, fitted to the standardised training rows: a
-        Gaussian mixture (components chosen on the held-out rows, or by BIC
-        without them), the same mixture on features Gaussianised one at a time
-        (:class:`~skebm.bases.GaussianizedMixtureDensity`), one full-covariance
-        Gaussian, or ``N(0, I)``. ``"auto"`` tries ``"gaussian"``, ``"gmm"`` and
-        ``"gaussianized"``, each with its own trained energy, and keeps the model
-        that scores best on the held-out rows (without held-out rows it is
-        ``"gmm"``). Where ``log Z`` comes from AIS (``d > 2``), a candidate base
-        more than 5 nats per row below the best one is not refined, and a model
-        whose ``log Z`` rests on fewer than 10 effective AIS chains is kept only
-        when nothing else is left.
+        Gaussian mixture (covariance structure and components chosen on the
+        held-out rows, or by BIC without them; the average of up to 8 EM runs
+        from different starts), the same mixture on features Gaussianised one
+        at a time (:class:`~skebm.bases.GaussianizedMixtureDensity`), one
+        full-covariance Gaussian, or ``N(0, I)``. ``"auto"`` tries ``"gaussian"``,
+        ``"gmm"`` and ``"gaussianized"``, each with its own trained energy, and
+        keeps the model that scores best on the held-out rows (without held-out
+        rows it is ``"gmm"``). Where ``log Z`` comes from AIS (``d > 2``), a
+        candidate base more than 5 nats per row below the best one is not
+        refined, and a model whose ``log Z`` rests on fewer than 10 effective AIS
+        chains is kept only when nothing else is left.
     base_params : dict, default=None
         Options of the base, see :func:`skebm.bases.fit_base` (e.g.
         ``{"n_components": 10}``); with ``"auto"`` they apply to the mixtures.
