@@ -55,7 +55,8 @@ def seconds_per_epoch(device):
             torch.cuda.synchronize()
         return est, time.perf_counter() - start
 
-    timed_fit(1)  # warm-up: first CUDA calls and allocations
+    if device == "cuda":
+        timed_fit(1)  # warm-up: first CUDA calls and allocations
     _, overhead = timed_fit(0)
     est, total = timed_fit(N_EPOCHS)
     return est, (total - overhead) / N_EPOCHS

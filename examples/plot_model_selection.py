@@ -64,7 +64,7 @@ for component in skebm.list_losses():
         entry["density__sampler__step_size"] = step_sizes
     grid.append(entry)
 
-search = GridSearchCV(pipe, grid, cv=3)
+search = GridSearchCV(pipe, grid, cv=2 if FAST else 3)
 search.fit(X)
 
 # %%
