@@ -612,13 +612,17 @@ def gaussianizing_knots(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return knots_x, np.tile(knots_z, (n_features, 1))
 
 
+#: Fewest training rows per free parameter of a mixture: the search's cap.
+_ROWS_PER_PARAMETER = 2
+
 #: Largest full covariance matrix a mixture component may hold.
 MAX_COVARIANCE_BYTES = 2 * 2**30
 
 
 def _max_components(n_samples: int, n_features: int, covariance_type: str) -> int:
-    """The most components the data support: 5 samples per free parameter (a
-    tied covariance is shared, so it is not counted per component)."""
+    """The most components the data support: :data:`_ROWS_PER_PARAMETER` rows per
+    free parameter (a tied covariance is shared, so it is not counted per
+    component)."""
     per_covariance = {
         "full": n_features * (n_features + 1) // 2,
         "tied": 0,
@@ -626,19 +630,20 @@ def _max_components(n_samples: int, n_features: int, covariance_type: str) -> in
         "spherical": 1,
     }[covariance_type]
     per_component = n_features + 1 + per_covariance
-    return max(1, n_samples // (5 * per_component))
+    return max(1, n_samples // (_ROWS_PER_PARAMETER * per_component))
 
 
 #: Numbers of components tried, in order, when ``n_components`` is not given; the
 #: search stops after :data:`_PATIENCE` candidates in a row without a better score.
 _COMPONENT_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100)
-_PATIENCE = 3
+_PATIENCE = 4
 
 #: What ``covariance_type="auto"`` compares on held-out rows.
 _AUTO_COVARIANCES = ("full", "tied")
 
 #: Mixtures averaged into a base by default (``n_members``), and the most
-#: components they may hold together (a base's cost grows with its components).
+#: components they may hold together, which also caps the search (a base's cost
+#: grows with its components).
 _DEFAULT_MEMBERS = 8
 _MAX_AVERAGED_COMPONENTS = 128
 
@@ -686,7 +691,7 @@ def fit_base(
 
         - ``n_components`` (int, or None to choose);
         - ``max_components`` (cap of the choice, default None: as many as the
-          data support, 5 samples per free parameter);
+          data support, 2 training rows per free parameter, and at most 128);
         - ``covariance_type``: ``"full"``, ``"tied"``, ``"diag"``,
           ``"spherical"``, or ``"auto"`` (the default), which compares ``"full"``
           and ``"tied"`` (one covariance shared by all components);
@@ -707,7 +712,7 @@ def fit_base(
         number of components are those whose mean log-likelihood on them is
         best; otherwise those with the smallest BIC on ``Z``. For each structure,
         candidates run 1, 2, 3, 4, 5, 6, 8, 10, ... up to the cap; the search
-        stops after three candidates in a row that do not beat the best.
+        stops after four candidates in a row that do not beat the best.
 
     Returns
     -------
@@ -781,8 +786,11 @@ def _fit_mixture(
             if n_components is not None:
                 grid = [n_components]
             else:
-                cap = _max_components(n_samples, n_features, covariance_type)
-                grid = _component_candidates(min(cap, max_components or cap))
+                cap = min(
+                    _max_components(n_samples, n_features, covariance_type),
+                    max_components or _MAX_AVERAGED_COMPONENTS,
+                )
+                grid = _component_candidates(cap)
             found, found_scores = _search_components(
                 covariance_type, grid, Z, Z_valid, reg_covar, random_state
             )

@@ -6,11 +6,13 @@ import pytest
 import torch
 from scipy.stats import kstest, norm
 
+from skebm import bases
 from skebm.bases import (
     BASE_CLASSES,
     GaussianMixtureDensity,
     MarginalGaussianization,
     StandardNormalDensity,
+    _max_components,
     fit_base,
 )
 from skebm.datasets import make_gaussian_grid, make_rings, make_two_moons
@@ -144,15 +146,59 @@ def test_a_shared_covariance_is_chosen_where_the_components_share_one():
     assert base.covariance_type == "full"
 
 
+class _ScriptedMixture:
+    """Stands in for a fitted mixture whose held-out score is set in advance."""
+
+    def __init__(self, n_components, scores):
+        self.n_components, self._scores = n_components, scores
+
+    def fit(self, Z):
+        return self
+
+    def score(self, Z):
+        return self._scores[self.n_components]
+
+
+def test_the_component_search_crosses_a_plateau(monkeypatch):
+    # Held-out scores as on Neal's funnel: a jump at 4 components, three sizes no
+    # better, then better again from 10 up to 12; nothing beats 12 until 40.
+    scores = {1: -30, 2: -29, 3: -29, 4: -22, 5: -22.1, 6: -22.2, 8: -22.3}
+    scores |= {10: -19, 12: -17, 15: -17.5, 20: -17.6, 25: -17.7, 30: -17.8, 40: -16}
+    monkeypatch.setattr(
+        bases, "_sk_mixture", lambda k, *args, **kwargs: _ScriptedMixture(k, scores)
+    )
+    Z = np.zeros((10, 2))
+    fits, found = bases._search_components("full", list(scores), Z, Z, 1e-6, 0)
+    # Past the plateau after 4; stopped by the fourth size in a row below 12.
+    assert [fit.n_components for fit in fits] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        8,
+        10,
+        12,
+        15,
+        20,
+        25,
+        30,
+    ]
+    assert found == [scores[fit.n_components] for fit in fits]
+
+
 def test_few_rows_support_few_components(rng):
     X = rng.normal(size=(40, 3))
     valid = rng.normal(size=(10, 3))
+    # Full covariances in 3-D: 10 parameters per component, 2 rows per parameter.
+    assert _max_components(40, 3, "full") == 2
     base = fit_base("gmm", X, {"covariance_type": "full"}, Z_valid=valid)
-    # Full covariances in 3-D: 10 parameters per component, 5 rows per parameter.
-    assert _components_per_member(base) == 1
-    # A tied covariance is shared: 4 parameters per component, so 2 at most.
-    base = fit_base("gmm", X, {"covariance_type": "tied"}, Z_valid=valid)
     assert _components_per_member(base) <= 2
+    # A tied covariance is shared: 4 parameters per component, so 5 at most.
+    assert _max_components(40, 3, "tied") == 5
+    base = fit_base("gmm", X, {"covariance_type": "tied"}, Z_valid=valid)
+    assert _components_per_member(base) <= 5
     assert fit_base("gaussian", X).n_components == 1
     fixed = fit_base("gmm", X, {"n_components": 2, "n_members": 1}, random_state=0)
     assert fixed.n_components == 2
