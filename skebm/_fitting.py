@@ -274,6 +274,15 @@ def _fit_bases(
     return best_result
 
 
+#: What :func:`_refit_base` restores when the refitted base's ``log Z`` is unreliable.
+_PARTITION_ATTRIBUTES = (
+    "base_",
+    "log_partition_",
+    "log_partition_stderr_",
+    "_partition_reliable",
+)
+
+
 def _base_params(estimator, kind: str) -> dict:
     """The entries of ``base_params`` that base ``kind`` takes (with ``"auto"``,
     each candidate reads its own)."""
@@ -288,14 +297,17 @@ def _refit_base(estimator, Z_all) -> None:
     """Refit the kept base to every row, held-out ones included, then compute
     ``log Z`` again: the energy stays, the base sees 10 % more data (as
     ``GridSearchCV`` refits the best model). The held-out scores stay those
-    measured before."""
+    measured before. Where ``log Z`` under the refitted base rests on too few
+    AIS chains, the model stays as it was validated, base and ``log Z``."""
+    validated = {a: getattr(estimator, a) for a in _PARTITION_ATTRIBUTES}
     params = _base_params(estimator, estimator.base_kind_)
     estimator.base_ = refit_base(estimator.base_, Z_all, params).to(
         estimator.device_, estimator._dtype()
     )
     _estimate_partition(estimator)
     if not estimator._partition_reliable:
-        _drop_energy(estimator)
+        for attribute, value in validated.items():
+            setattr(estimator, attribute, value)
 
 
 def _exact_partition(estimator) -> bool:

@@ -199,7 +199,10 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     energy_ : nn.Module
         The trained energy ``E``, acting on standardised inputs.
     base_ : skebm.bases.BaseDensity
-        The fitted base density ``q``, on standardised inputs.
+        The fitted base density ``q``, on standardised inputs. With held-out
+        rows it is refitted to every row at the end of ``fit`` (the energy
+        stays), unless ``log Z`` under the refitted base would rest on fewer
+        than 10 effective AIS chains: the validated base is then kept.
     base_kind_ : str
         Which base that is (``"gaussian"``, ``"gmm"``, ...): the one ``"auto"``
         kept.

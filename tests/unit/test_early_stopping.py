@@ -103,6 +103,39 @@ def test_a_log_partition_resting_on_few_chains_drops_the_energy(rng):
     np.testing.assert_array_equal(est.score_samples(X), est.base_score_samples(X))
 
 
+def test_a_refit_base_that_leaves_log_z_unreliable_is_not_kept(rings, monkeypatch):
+    """The final refit of the base must not cost the trained energy: where log Z
+    under the refitted base is unreliable, the validated model stays as it was."""
+    import skebm._fitting as fitting
+
+    estimates = []
+
+    def estimate(estimator):
+        original(estimator)
+        estimates.append((estimator.base_, estimator.log_partition_))
+        if len(estimates) == 2:  # the estimate after the refit
+            estimator._partition_reliable = False
+
+    original = fitting._estimate_partition
+    monkeypatch.setattr(fitting, "_estimate_partition", estimate)
+    est = small_estimator(max_iter=5, base="gaussian", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PartitionWarning)
+        est.fit(rings)
+    (validated, log_z), (refitted, _) = estimates
+    assert refitted is not validated  # a refit happened, and was undone
+    assert est.base_ is validated and est.log_partition_ == log_z
+    assert not est._energy_dropped
+    with torch.no_grad():
+        assert (
+            est.energy_(torch.as_tensor(rings[:50], dtype=torch.float32)).abs().max()
+            > 0
+        )
+    assert grid_log_partition(est._model()).log_partition == pytest.approx(
+        log_z, abs=1e-6
+    )
+
+
 def test_an_energy_that_does_not_start_at_zero_is_kept_with_a_warning(rng):
     est = small_estimator(
         max_iter=10,
