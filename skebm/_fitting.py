@@ -274,8 +274,8 @@ def _fit_bases(
     return best_result
 
 
-#: What :func:`_refit_base` restores when the refitted base's ``log Z`` is unreliable.
-_PARTITION_ATTRIBUTES = (
+#: What :func:`_refit_base` changes, and restores where ``log Z`` turns unreliable.
+_REFITTED_ATTRIBUTES = (
     "base_",
     "log_partition_",
     "log_partition_stderr_",
@@ -299,7 +299,7 @@ def _refit_base(estimator, Z_all) -> None:
     ``GridSearchCV`` refits the best model). The held-out scores stay those
     measured before. Where ``log Z`` under the refitted base rests on too few
     AIS chains, the model stays as it was validated, base and ``log Z``."""
-    validated = {a: getattr(estimator, a) for a in _PARTITION_ATTRIBUTES}
+    validated = {a: getattr(estimator, a) for a in _REFITTED_ATTRIBUTES}
     params = _base_params(estimator, estimator.base_kind_)
     estimator.base_ = refit_base(estimator.base_, Z_all, params).to(
         estimator.device_, estimator._dtype()
