@@ -4,7 +4,7 @@ and fitted with the number of components the data support."""
 import numpy as np
 import pytest
 import torch
-from scipy.stats import kstest, norm
+from scipy.stats import kstest, lognorm, norm
 
 from skebm import bases
 from skebm.bases import (
@@ -58,6 +58,24 @@ def test_marginal_gaussianization_is_monotone_invertible_and_gaussianizes(rings)
     # it from being exactly so): Kolmogorov-Smirnov distance below 0.03.
     for column in z.T.numpy():
         assert kstest(column, norm.cdf).statistic < 0.03
+
+
+def test_the_map_leaves_no_empty_gaps_between_sparse_extreme_values():
+    # Log-normal rows: the largest training values lie far apart. The density the
+    # map implies, phi(T(x)) T'(x), must not fall to almost nothing between them
+    # (with Silverman's bandwidth everywhere, one held-out row of this draw was
+    # 183 nats below its true log-density).
+    x = np.random.RandomState(0).lognormal(size=6000)
+    train, held_out = x[:4500], x[4500:]
+    mean, std = train.mean(), train.std()
+    inside = held_out[(held_out > train.min()) & (held_out < train.max())]
+    transform = MarginalGaussianization.fit(((train - mean) / std)[:, None])
+    z, slope = transform(torch.as_tensor((inside - mean) / std)[:, None])
+    implied = norm.logpdf(z[:, 0].numpy()) + np.log(slope[:, 0].numpy())
+    gap = implied - (lognorm(1).logpdf(inside) + np.log(std))
+    assert gap.min() > -2.0
+    # Smoothing costs a little on average (measured: -0.04 nats on this draw).
+    assert gap.mean() > -0.1
 
 
 def test_gaussianized_mixture_is_normalised(gaussianized):
