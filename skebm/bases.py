@@ -606,8 +606,12 @@ def gaussianizing_knots(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         def cdf(x, centres=centres, h=h):
             return ndtr((x[:, None] - centres[None, :]) / h).mean(1)
 
-        # Bracket each knot on a grid, then bisect within its cell.
-        grid = np.linspace(centres[0] - 10 * h[0], centres[-1] + 10 * h[-1], 2049)
+        # Bracket each knot on a grid, then bisect within its cell. The grid
+        # reaches 10 of the widest kernel's widths beyond the outer centres: an
+        # inner kernel can be wider than the outer ones, and a grid that stops
+        # short of its tail leaves the outer knots stacked at the grid's end.
+        reach = 10 * h.max()
+        grid = np.linspace(centres[0] - reach, centres[-1] + reach, 2049)
         cell = np.clip(np.searchsorted(cdf(grid), targets), 1, grid.size - 1)
         low, high = grid[cell - 1], grid[cell]
         for _ in range(30):
