@@ -164,7 +164,7 @@ def quick_settings() -> Settings:
             max_iter=2,
             energy_params={"hidden_layer_sizes": (16,)},
             base_params={"max_components": 3},
-            partition_params={"n_chains": 64, "n_temperatures": 10},
+            partition_params={"n_draws": 4096, "n_chains": 64, "n_temperatures": 10},
         ),
         kde_bandwidths=4,
         gmm_components=(1, 2),

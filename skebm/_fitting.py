@@ -57,11 +57,12 @@ _MIN_VALIDATION = 5
 #: Base draws of the importance-sampling ``log Z`` that early stopping uses.
 _VALIDATION_DRAWS = 8192
 
-#: Fewest effective AIS chains for a ``log Z`` that ``base="auto"`` trusts.
+#: Fewest effective draws (importance sampling) or chains (AIS) of a trusted
+#: ``log Z``; with fewer, a trained energy is dropped.
 _MIN_PARTITION_ESS = 10
 
 #: Largest shortfall (nats per row) of a base's held-out score to the best base's
-#: for ``base="auto"`` to train an energy on it where ``log Z`` comes from AIS.
+#: for ``base="auto"`` to train an energy on it where ``log Z`` is sampled.
 _MAX_BASE_GAP = 5.0
 
 #: What one candidate base's fit produces (kept for the best candidate).
@@ -130,9 +131,10 @@ def _fit_or_raise(estimator, X, *, n_epochs: int, incremental: bool):
         )
         warnings.warn(
             "The estimate of log Z rested on fewer than "
-            f"{_MIN_PARTITION_ESS} effective annealed-importance chains, so "
-            f"{outcome}. Raise partition_params['n_chains'] or "
-            "'n_temperatures', or use a base density closer to the data.",
+            f"{_MIN_PARTITION_ESS} effective importance-sampling draws or "
+            f"annealed-importance chains, so {outcome}. Raise "
+            "partition_params['n_draws'] (importance sampling), 'n_chains' or "
+            "'n_temperatures' (AIS), or use a base density closer to the data.",
             PartitionWarning,
             stacklevel=3,
         )
@@ -226,10 +228,10 @@ def _fit_bases(
     """Fit every candidate base, train an energy on each that may compete, and
     keep the model with the best held-out log-likelihood.
 
-    Where ``log Z`` comes from AIS (``d > 2``), a base whose own held-out score
-    is more than ``_MAX_BASE_GAP`` nats per row below the best base's is not
-    refined: the energy would have to make up more than AIS can reliably
-    normalise.
+    Where ``log Z`` is sampled (``d > 2``), a base whose own held-out score is
+    more than ``_MAX_BASE_GAP`` nats per row below the best base's is not
+    refined: the energy would have to make up more than sampling from the base
+    can reliably normalise.
     """
     dtype = resolve_dtype(estimator.dtype)
     bases = {}
@@ -257,7 +259,7 @@ def _fit_bases(
             name += f", base {kind!r}"
         result = _fit_model(estimator, Z_train, Z_valid, n_epochs, incremental, name)
         scores[kind] = estimator.best_validation_score_
-        # A model whose log Z rests on a handful of AIS chains may score far
+        # A model whose log Z rests on a handful of draws or chains may score far
         # better than it is: it is kept only when nothing else is left.
         score = (estimator._partition_reliable, estimator.best_validation_score_ or 0.0)
         if best_state is None or score > best:
@@ -298,7 +300,8 @@ def _refit_base(estimator, Z_all) -> None:
     ``log Z`` again: the energy stays, the base sees 10 % more data (as
     ``GridSearchCV`` refits the best model). The held-out scores stay those
     measured before. Where ``log Z`` under the refitted base rests on too few
-    AIS chains, the model stays as it was validated, base and ``log Z``."""
+    effective draws or chains, the model stays as it was validated, base and
+    ``log Z``."""
     validated = {a: getattr(estimator, a) for a in _REFITTED_ATTRIBUTES}
     params = _base_params(estimator, estimator.base_kind_)
     estimator.base_ = refit_base(estimator.base_, Z_all, params).to(
@@ -311,7 +314,7 @@ def _refit_base(estimator, Z_all) -> None:
 
 
 def _exact_partition(estimator) -> bool:
-    """Whether ``log Z`` comes from quadrature (exact) rather than AIS."""
+    """Whether ``log Z`` comes from quadrature (exact) rather than sampling."""
     return estimator.partition == "grid" or (
         estimator.partition == "auto" and estimator.n_features_in_ <= 2
     )

@@ -127,7 +127,10 @@ def check_options(estimator) -> None:
     """
     if estimator.partition == "auto":
         methods = list(PARTITION_METHODS.values())
-        target = "partition='auto' (grid quadrature in d <= 2, AIS elsewhere)"
+        target = (
+            "partition='auto' (grid quadrature in d <= 2, importance sampling "
+            "or AIS elsewhere)"
+        )
     else:
         methods = [PARTITION_METHODS[estimator.partition]]
         target = f"partition={estimator.partition!r} ({methods[0][0].__name__})"

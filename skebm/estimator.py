@@ -103,10 +103,10 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         full-covariance Gaussian, or ``N(0, I)``. ``"auto"`` tries ``"gaussian"``,
         ``"gmm"`` and ``"gaussianized"``, each with its own trained energy, and
         keeps the model that scores best on the held-out rows (without held-out
-        rows it is ``"gmm"``). Where ``log Z`` comes from AIS (``d > 2``), a
+        rows it is ``"gmm"``). Where ``log Z`` is sampled (``d > 2``), a
         candidate base more than 5 nats per row below the best one is not
-        refined, and a model whose ``log Z`` rests on fewer than 10 effective AIS
-        chains is kept only when nothing else is left.
+        refined, and a model whose ``log Z`` rests on fewer than 10 effective
+        draws or chains is kept only when nothing else is left.
     base_params : dict, default=None
         Options of the base, see :func:`skebm.bases.fit_base` (e.g.
         ``{"n_components": 10}``); with ``"auto"`` they apply to the mixtures.
@@ -124,14 +124,18 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         Constructor parameters of a named sampler.
     sample_steps : int, default=100
         Sampler steps run by :meth:`sample` from exact base draws.
-    partition : {"auto", "ais", "grid"}, default="auto"
-        How ``log Z`` is estimated at the end of ``fit``: annealed importance
-        sampling from the base, or exact quadrature (``d <= 2`` only); ``"auto"``
-        is quadrature where it applies and AIS elsewhere.
+    partition : {"auto", "importance", "ais", "grid"}, default="auto"
+        How ``log Z`` is estimated at the end of ``fit``: plain importance
+        sampling from the base, annealed importance sampling (AIS) from the base,
+        or exact quadrature (``d <= 2`` only). ``"auto"`` is quadrature where it
+        applies; elsewhere importance sampling, or AIS where the importance
+        weights rest on fewer than 100 effective draws (the model is then far
+        from its base).
     partition_params : dict, default=None
         Options of the ``log Z`` estimator, see
+        :func:`skebm.partition.importance_log_partition`,
         :func:`skebm.partition.ais_log_partition` and
-        :func:`skebm.partition.grid_log_partition`; with ``"auto"`` keys of either
+        :func:`skebm.partition.grid_log_partition`; with ``"auto"`` keys of each
         are accepted and each method reads its own.
     max_iter : int, default=300
         Most epochs per call to :meth:`fit` (per candidate base).
@@ -202,7 +206,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         The fitted base density ``q``, on standardised inputs. With held-out
         rows it is refitted to every row at the end of ``fit`` (the energy
         stays), unless ``log Z`` under the refitted base would rest on fewer
-        than 10 effective AIS chains: the validated base is then kept.
+        than 10 effective draws or chains: the validated base is then kept.
     base_kind_ : str
         Which base that is (``"gaussian"``, ``"gmm"``, ...): the one ``"auto"``
         kept.
@@ -283,7 +287,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         "sampler": [str, BaseSampler],
         "sampler_params": [dict, None],
         "sample_steps": [Interval(Integral, 0, None, closed="left")],
-        "partition": [StrOptions({"auto", "ais", "grid"})],
+        "partition": [StrOptions({"auto", "importance", "ais", "grid"})],
         "partition_params": [dict, None],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "batch_size": [

@@ -31,8 +31,9 @@ class DeviceWarning(SkebmWarning):
 
 
 class PartitionWarning(SkebmWarning):
-    """The estimate of ``log Z`` rests on few annealed-importance chains, so the
-    normalised scores may be off by more than its standard error says."""
+    """The estimate of ``log Z`` rests on few effective importance-sampling draws
+    or annealed-importance chains, so the normalised scores may be off by more
+    than its standard error says."""
 
 
 class VersionWarning(SkebmWarning):

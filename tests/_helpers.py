@@ -15,7 +15,12 @@ SMALL = dict(
     energy_params={"hidden_layer_sizes": (16,), "fourier_features": 8},
     max_iter=3,
     sample_steps=5,
-    partition_params={"n_chains": 64, "n_temperatures": 10, "n_points": 101},
+    partition_params={
+        "n_draws": 4096,
+        "n_chains": 64,
+        "n_temperatures": 10,
+        "n_points": 101,
+    },
 )
 
 

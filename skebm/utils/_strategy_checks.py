@@ -61,7 +61,12 @@ KIT_ESTIMATOR = {
     "base": "gaussian",
     "max_iter": 3,
     "sample_steps": 5,
-    "partition_params": {"n_chains": 64, "n_temperatures": 10, "n_points": 101},
+    "partition_params": {
+        "n_draws": 4096,
+        "n_chains": 64,
+        "n_temperatures": 10,
+        "n_points": 101,
+    },
     "device": "cpu",
 }
 

@@ -34,7 +34,7 @@ TINY = dict(
     energy_params={"hidden_layer_sizes": (4,)},
     max_iter=1,
     sample_steps=2,
-    partition_params={"n_chains": 8, "n_temperatures": 2},
+    partition_params={"n_draws": 256, "n_chains": 8, "n_temperatures": 2},
     base_params={"max_components": 2},
 )
 

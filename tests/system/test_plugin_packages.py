@@ -28,7 +28,7 @@ PACKAGES = {
 SMALL = (
     "dict(energy_params={'hidden_layer_sizes': (16,)}, base='gaussian', "
     "max_iter=3, sample_steps=5, device='cpu', random_state=0, "
-    "partition_params={'n_chains': 64, 'n_temperatures': 10})"
+    "partition_params={'n_draws': 4096, 'n_chains': 64, 'n_temperatures': 10})"
 )
 
 

@@ -53,7 +53,12 @@ def _one_round(rng: np.random.RandomState, seed: int) -> None:
         sampler=["mala", "langevin"][seed % 2],
         dtype=["float32", "float64"][(seed // 2) % 2],
         max_iter=1,
-        partition_params={"n_chains": 32, "n_temperatures": 5, "n_points": 101},
+        partition_params={
+            "n_draws": 2048,
+            "n_chains": 32,
+            "n_temperatures": 5,
+            "n_points": 101,
+        },
         random_state=seed,
     ).fit(X)
     assert np.isfinite(est.score(X))

@@ -93,6 +93,7 @@ def test_a_log_partition_resting_on_few_chains_drops_the_energy(rng):
         base="standard",
         learning_rate=3e-2,
         energy_params={"hidden_layer_sizes": (32,)},
+        partition="ais",
         partition_params={"n_chains": 12, "n_temperatures": 2},
         random_state=0,
     )
@@ -143,6 +144,7 @@ def test_an_energy_that_does_not_start_at_zero_is_kept_with_a_warning(rng):
         energy="gaussian",
         energy_params=None,
         learning_rate=3e-2,
+        partition="ais",
         partition_params={"n_chains": 12, "n_temperatures": 2},
         random_state=0,
     )

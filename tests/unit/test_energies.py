@@ -325,6 +325,7 @@ def test_conv_energy_on_digits_trains_and_samples_rows():
         early_stopping=False,
         ema_decay=0.0,
         sample_steps=5,
+        partition="ais",
         partition_params={"n_chains": 256, "n_temperatures": 50},
         random_state=0,
         device="cpu",
