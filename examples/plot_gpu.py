@@ -42,6 +42,8 @@ params = dict(
     batch_size=1024,
     learning_rate=3e-3,
     random_state=0,
+    # A coarser log Z quadrature grid in the test suite's fast mode.
+    partition_params={"n_points": 101} if FAST else None,
 )
 
 devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

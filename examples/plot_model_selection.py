@@ -43,6 +43,8 @@ pipe = Pipeline(
             EnergyDensityEstimator(
                 base="gaussian",
                 partition="grid",  # exact log Z by quadrature: 2-D, and fast
+                # (a coarser grid in the test suite's fast mode)
+                partition_params={"n_points": 101} if FAST else None,
                 sampler="langevin",
                 energy_params={"hidden_layer_sizes": (64, 64)},
                 learning_rate=1e-2,
