@@ -109,7 +109,9 @@ def importance_log_partition(
     if model.base is None:
         raise ValueError("Importance sampling needs a normalised base density.")
     n_draws = check_scalar(n_draws, "n_draws", Integral, min_val=2)
-    sizes = [_CHUNK] * (n_draws // _CHUNK) + [n_draws % _CHUNK] * bool(n_draws % _CHUNK)
+    sizes = [_CHUNK] * (n_draws // _CHUNK)
+    if n_draws % _CHUNK:
+        sizes.append(n_draws % _CHUNK)
     with torch.no_grad():
         log_weights = torch.cat(
             [
