@@ -329,7 +329,7 @@ def _skebm_detail(est) -> str:
     covariance = getattr(mixture, "covariance_type", "full")
     return (
         f"base {est.base_kind_!r}: {runs} x {components} comp. ({covariance}), "
-        f"{est.n_iter_} epochs, "
+        f"{est.n_iter_} epochs, energy scale {est.energy_scale_:.3f}, "
         f"log Z {est.log_partition_:.3f} ± {est.log_partition_stderr_:.3f}"
     )
 

@@ -112,6 +112,7 @@ PLAIN_ATTRIBUTES = {
     "validation_scores_": lambda v, d: v is None or _finite_list(v, d),
     "best_validation_score_": _optional_finite,
     "base_validation_score_": _optional_finite,
+    "energy_scale_": lambda v, d: isinstance(v, float) and 0.0 <= v <= 1.0,
     "_partition_reliable": _flag,
     "_energy_dropped": _flag,
     "_base_seed": _seed,
@@ -123,6 +124,9 @@ PLAIN_ATTRIBUTES = {
 
 #: Attributes of earlier versions, ignored when a file holds them.
 _RETIRED_ATTRIBUTES = ("diverged_",)
+
+#: Attributes newer than some files, and the value a file without them means.
+_ADDED_ATTRIBUTES = {"energy_scale_": 1.0}
 
 #: Most features a model file may declare.
 MAX_FEATURES = 2**20
@@ -137,7 +141,10 @@ def checked_plain(plain: dict) -> dict:
     ValueError
         Naming the first attribute that is unknown, missing or invalid.
     """
-    plain = {k: v for k, v in plain.items() if k not in _RETIRED_ATTRIBUTES}
+    plain = {
+        **_ADDED_ATTRIBUTES,
+        **{k: v for k, v in plain.items() if k not in _RETIRED_ATTRIBUTES},
+    }
     unknown = sorted(set(plain) - set(PLAIN_ATTRIBUTES))
     if unknown:
         raise ValueError(f"The file sets unknown fitted attributes {unknown}.")

@@ -84,6 +84,7 @@ _MODEL_ATTRIBUTES = (
     "validation_scores_",
     "best_validation_score_",
     "base_validation_score_",
+    "energy_scale_",
 )
 
 
@@ -334,12 +335,31 @@ def _fit_model(
         incremental,
         name or type(estimator).__name__,
     )
+    estimator.energy_scale_ = _shrink_energy(estimator, validation, result)
     _estimate_partition(estimator)
     estimator._energy_dropped = False
     if not estimator._partition_reliable and not incremental:
         _drop_energy(estimator)
     _record_validation(estimator, result, validation)
     return result
+
+
+def _shrink_energy(estimator, validation, result) -> float:
+    """Scale the trained energy by the factor in ``[0, 1]`` that the held-out
+    rows favour (:meth:`HeldOutLikelihood.best_scale`), and return it.
+
+    Early stopping picks the epoch; this picks the strength. An energy that
+    learned the training rows too closely scores better on held-out rows when
+    shrunk towards the base, and its ``log Z`` is easier to estimate. Energies
+    without ``scale_output_``, fits without held-out rows and diverged ones are
+    left as they are (factor 1).
+    """
+    scale_output = getattr(estimator.energy_, "scale_output_", None)
+    if validation is None or scale_output is None or result.diverged_epoch is not None:
+        return 1.0
+    factor = validation.best_scale(estimator.energy_)
+    scale_output(factor)
+    return factor
 
 
 def _new_energy(estimator, dtype: torch.dtype):

@@ -217,12 +217,20 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     validation_scores_ : list of float or None
         Held-out mean log-likelihood (nats per row, user units) of the kept
         base's model before training and after every epoch (``log Z`` by
-        importance sampling); ``None`` without held-out rows.
+        importance sampling), before ``energy_scale_`` is applied; ``None``
+        without held-out rows.
     best_validation_score_ : float or None
         Held-out mean log-likelihood of the final model, with ``log_partition_``.
     base_validation_score_ : float or None
         Held-out mean log-likelihood of the base alone: the gap to
         ``best_validation_score_`` is what the energy learned.
+    energy_scale_ : float
+        The factor in ``[0, 1]`` by which the end of ``fit`` multiplied the
+        trained energy (already applied to ``energy_``): the strength whose
+        model scored best on the held-out rows, with ``log Z`` estimated for
+        each. Below 1 where the energy learned the training rows more closely
+        than held-out rows support. 1 without held-out rows, for energies
+        without a ``scale_output_`` method, and after :meth:`partial_fit`.
     loss_ : BaseLoss
         The loss used (a fresh instance, never the ``loss`` parameter itself).
     sampler_ : BaseSampler

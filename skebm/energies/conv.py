@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from skebm.energies.mlp import ACTIVATIONS
+from skebm.energies.mlp import ACTIVATIONS, scale_linear_
 
 __all__ = ["ConvEnergy"]
 
@@ -128,3 +128,8 @@ class ConvEnergy(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         images = x.reshape(x.shape[0], *self.image_shape)
         return self.layers(images).squeeze(-1)
+
+    def scale_output_(self, factor: float) -> None:
+        """Multiply the energy by ``factor`` in place (through its output layer);
+        see :meth:`MLPEnergy.scale_output_ <skebm.energies.MLPEnergy.scale_output_>`."""
+        scale_linear_(self.layers[-1], factor)

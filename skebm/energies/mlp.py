@@ -10,7 +10,7 @@ from torch import nn
 from skebm.fast_gradient import langevin_move
 from skebm.utils._torch import autograd_value_and_grad
 
-__all__ = ["ACTIVATIONS", "FourierFeatures", "MLPEnergy"]
+__all__ = ["ACTIVATIONS", "FourierFeatures", "MLPEnergy", "scale_linear_"]
 
 _aten = torch.ops.aten
 
@@ -155,6 +155,27 @@ class MLPEnergy(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(self.features(x)).squeeze(-1)
 
+    def scale_output_(self, factor: float) -> None:
+        """Multiply the energy by ``factor`` in place (through its output layer).
+
+        :class:`~skebm.EnergyDensityEstimator` calls it at the end of ``fit`` to
+        shrink the trained energy to the strength its held-out rows favour; an
+        energy without this method is kept as trained.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skebm.energies import MLPEnergy
+        >>> energy = MLPEnergy(2, hidden_layer_sizes=(8,))
+        >>> _ = torch.nn.init.ones_(energy.layers[-1].weight)
+        >>> x = torch.randn(3, 2)
+        >>> before = energy(x)
+        >>> energy.scale_output_(0.5)
+        >>> torch.allclose(energy(x), 0.5 * before)
+        True
+        """
+        scale_linear_(self.layers[-1], factor)
+
     def value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``E(x)`` and ``∇ₓE(x)``, detached, by a hand-written backward pass.
 
@@ -236,6 +257,14 @@ _BACKWARD = {
     nn.ReLU: lambda g, z, act, h: _aten.threshold_backward(g, z, 0),
 }
 _NEEDS_OUTPUT = {nn.Tanh}
+
+
+def scale_linear_(layer: nn.Linear, factor: float) -> None:
+    """Multiply a linear layer's output by ``factor`` in place (weights and bias)."""
+    with torch.no_grad():
+        layer.weight.mul_(factor)
+        if layer.bias is not None:
+            layer.bias.mul_(factor)
 
 
 def _closed_form(plan, features, x, *, need_value):

@@ -8,8 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from skebm._heldout import HeldOutLikelihood
 from skebm._training import _Averaging
+from skebm.bases import StandardNormalDensity
 from skebm.datasets import make_rings
+from skebm.energies import MLPEnergy
 from skebm.exceptions import PartitionWarning
 from skebm.partition import grid_log_partition
 from tests._helpers import small_estimator
@@ -178,3 +181,82 @@ def test_the_averaged_weights_are_the_ones_kept(rings):
     averaged = small_estimator(ema_decay=0.99, **plain).fit(rings)
     np.testing.assert_array_equal(raw.loss_curve_, averaged.loss_curve_)
     assert not np.allclose(raw.score_samples(rings), averaged.score_samples(rings))
+
+
+class _Tilt(nn.Module):
+    """``E(z) = -a·z₁``: on a standard normal base the model ``q·exp(-β·E) / Z_β``
+    is the normal distribution with mean ``(β·a, 0)`` and ``log Z_β = (β·a)² / 2``."""
+
+    def __init__(self, a: float):
+        super().__init__()
+        self.a = a
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return -self.a * z[:, 0]
+
+
+@pytest.mark.parametrize("true_scale", [0.0, 0.3, 0.6])
+def test_best_scale_finds_the_strength_the_held_out_rows_were_drawn_with(true_scale):
+    n_rows, n_draws, a = 4000, 8192, 2.0
+    rows = torch.randn(n_rows, 2, generator=torch.Generator().manual_seed(0))
+    rows[:, 0] += true_scale * a
+    held_out = HeldOutLikelihood(
+        StandardNormalDensity(2),
+        rows,
+        n_draws=n_draws,
+        generator=torch.Generator().manual_seed(1),
+    )
+    found = held_out.best_scale(_Tilt(a))
+    # Maximum likelihood over β is mean(z₁) / a, standard error 1 / (a·√n_rows).
+    # log Z_β by importance sampling moves it by about 1 / (a·√ESS), where the
+    # weights exp(β·a·z₁) of standard normal draws have ESS ≈ n_draws / e^((β·a)²)
+    # (the defensive share only lowers their variance); the grid adds half a step.
+    data_error = 1 / (a * n_rows**0.5)
+    sampling_error = 1 / (a * (n_draws / np.exp((true_scale * a) ** 2)) ** 0.5)
+    tolerance = 3 * np.hypot(data_error, sampling_error) + 0.5 / 40
+    assert abs(found - true_scale) <= tolerance
+
+
+def test_best_scale_stops_at_one_where_the_rows_ask_for_more():
+    rows = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0))
+    rows[:, 0] += 1.5 * 2.0
+    held_out = HeldOutLikelihood(
+        StandardNormalDensity(2),
+        rows,
+        n_draws=8192,
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert held_out.best_scale(_Tilt(2.0)) == 1.0
+
+
+class _RecordingMLP(MLPEnergy):
+    """An MLP energy that records the factors ``fit`` scales it by."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.factors = []
+
+    def scale_output_(self, factor: float) -> None:
+        self.factors.append(factor)
+        super().scale_output_(factor)
+
+
+def test_fit_scales_the_trained_energy_once_by_energy_scale_(rings):
+    energy = _RecordingMLP(2, (16,), fourier_features=8)
+    est = small_estimator(
+        energy=energy, energy_params=None, base="gaussian", max_iter=10, random_state=0
+    ).fit(rings)
+    assert est.energy_.factors == [est.energy_scale_]
+    assert isinstance(est.energy_scale_, float) and 0.0 <= est.energy_scale_ <= 1.0
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"early_stopping": False}, {"energy": "gaussian", "energy_params": None}],
+    ids=["no held-out rows", "no scale_output_"],
+)
+def test_without_held_out_rows_or_scale_output_the_energy_is_kept_as_trained(
+    rings, params
+):
+    est = small_estimator(base="gaussian", random_state=0, **params).fit(rings)
+    assert est.energy_scale_ == 1.0

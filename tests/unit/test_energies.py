@@ -458,3 +458,24 @@ def test_composite_and_conv_energies_train_on_cuda(moons):
     ).fit(moons)
     assert hybrid.energy_.fixed_weights.device.type == "cuda"
     assert np.isfinite(hybrid.score(moons))
+
+
+# -- scale_output_: the strength fit chooses ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "energy",
+    [MLPEnergy(4, (8,)), ConvEnergy(16, channels=(2,))],
+    ids=["mlp", "conv"],
+)
+def test_scale_output_multiplies_the_energy_and_its_gradient(energy):
+    energy = _perturbed(energy)
+    x = torch.randn(6, 4 if isinstance(energy, MLPEnergy) else 16)
+    x.requires_grad_(True)
+    before = energy(x)
+    (grad_before,) = torch.autograd.grad(before.sum(), x)
+    energy.scale_output_(0.25)
+    after = energy(x)
+    (grad_after,) = torch.autograd.grad(after.sum(), x)
+    torch.testing.assert_close(after, 0.25 * before)
+    torch.testing.assert_close(grad_after, 0.25 * grad_before)

@@ -85,6 +85,7 @@ def test_a_file_saved_before_the_fitted_state_had_one_owner_loads():
     np.testing.assert_allclose(est.score_samples(X), expected["score_samples"])
     np.testing.assert_allclose(est.sample(5, random_state=0), expected["sample"])
     assert est._loss_state is not None and est._optimizer_state is not None
+    assert est.energy_scale_ == 1.0  # files older than the attribute
 
 
 #: Attribute edits a hostile or damaged file may carry, each refused on loading.
