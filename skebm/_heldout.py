@@ -7,8 +7,10 @@ differ only through the energy (common random numbers): cheap enough to run afte
 every epoch, and accurate while the energy is a moderate correction of its base.
 The draws come from the base with a share of a wide Gaussian mixed in
 (:class:`~skebm.bases.DefensiveMixture`), so that mass the energy puts where the
-base is tiny is counted. The estimator's final ``log Z`` (quadrature or annealed
-importance sampling) is estimated independently at the end of ``fit``.
+base is tiny is counted. The same draws choose the strength of the trained energy
+(:meth:`HeldOutLikelihood.best_scale`). The estimator's final ``log Z``
+(quadrature, importance sampling from the base, or annealed importance sampling) is
+estimated independently at the end of ``fit``.
 """
 
 from __future__ import annotations
