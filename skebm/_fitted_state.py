@@ -15,8 +15,10 @@
 
 Adding a fitted attribute is a change here only: to :data:`TENSOR_ATTRIBUTES`
 (and to :func:`restore_fitted` if it is a module) or to
-:data:`PLAIN_ATTRIBUTES` with its check. ``tests/unit/test_fitted_state.py`` checks
-that every attribute a fit sets is listed, so a missed entry fails loudly.
+:data:`PLAIN_ATTRIBUTES` with its check, and to :data:`ADDED_ATTRIBUTES` with the
+value that files and pickles written before it mean.
+``tests/unit/test_fitted_state.py`` checks that every attribute a fit sets is
+listed, so a missed entry fails loudly.
 """
 
 from __future__ import annotations
@@ -125,16 +127,18 @@ PLAIN_ATTRIBUTES = {
 #: Attributes of earlier versions, ignored when a file holds them.
 _RETIRED_ATTRIBUTES = ("diverged_",)
 
-#: Attributes newer than some files, and the value a file without them means.
-_ADDED_ATTRIBUTES = {"energy_scale_": 1.0}
+#: Attributes newer than some files and pickles, and the value one without them
+#: means.
+ADDED_ATTRIBUTES = {"energy_scale_": 1.0}
 
 #: Most features a model file may declare.
 MAX_FEATURES = 2**20
 
 
 def checked_plain(plain: dict) -> dict:
-    """``plain`` (the plain attributes read from a file) without retired ones,
-    after checking every name and value against :data:`PLAIN_ATTRIBUTES`.
+    """``plain`` (the plain attributes read from a file) without retired ones and
+    with the defaults of :data:`ADDED_ATTRIBUTES` it lacks, after checking every
+    name and value against :data:`PLAIN_ATTRIBUTES`.
 
     Raises
     ------
@@ -142,7 +146,7 @@ def checked_plain(plain: dict) -> dict:
         Naming the first attribute that is unknown, missing or invalid.
     """
     plain = {
-        **_ADDED_ATTRIBUTES,
+        **ADDED_ATTRIBUTES,
         **{k: v for k, v in plain.items() if k not in _RETIRED_ATTRIBUTES},
     }
     unknown = sorted(set(plain) - set(PLAIN_ATTRIBUTES))

@@ -352,14 +352,26 @@ def _shrink_energy(estimator, validation, result) -> float:
     learned the training rows too closely scores better on held-out rows when
     shrunk towards the base, and its ``log Z`` is easier to estimate. Energies
     without ``scale_output_``, fits without held-out rows and diverged ones are
-    left as they are (factor 1).
+    left as they are (factor 1), and so is an energy whose ``scale_output_`` does
+    not multiply its values on the held-out rows by the factor (a subclass whose
+    ``forward`` adds terms outside the layer it scales).
     """
-    scale_output = getattr(estimator.energy_, "scale_output_", None)
+    energy = estimator.energy_
+    scale_output = getattr(energy, "scale_output_", None)
     if validation is None or scale_output is None or result.diverged_epoch is not None:
         return 1.0
-    factor = validation.best_scale(estimator.energy_)
-    scale_output(factor)
-    return factor
+    factor = validation.best_scale(energy)
+    if factor == 1.0:
+        return factor
+    trained = {k: v.clone() for k, v in energy.state_dict().items()}
+    with torch.no_grad():
+        before = energy(validation.rows)
+        scale_output(factor)
+        after = energy(validation.rows)
+    if torch.allclose(after, factor * before, rtol=1e-4, atol=1e-5):
+        return factor
+    energy.load_state_dict(trained)
+    return 1.0
 
 
 def _new_energy(estimator, dtype: torch.dtype):
@@ -386,7 +398,7 @@ def _drop_energy(estimator) -> None:
     with torch.no_grad():
         if not bool((untrained(probe) == 0).all()):
             return
-    estimator.energy_ = untrained
+    estimator.energy_, estimator.energy_scale_ = untrained, 1.0
     estimator.log_partition_, estimator.log_partition_stderr_ = 0.0, 0.0
     estimator._partition_reliable, estimator._energy_dropped = True, True
 

@@ -93,18 +93,31 @@ class HeldOutLikelihood:
         return total - torch.logsumexp(log_ratio, 0), ess / log_weights.shape[0]
 
     def best_scale(self, energy: nn.Module) -> float:
-        """The factor ``β`` in ``[0, 1]`` whose model ``q·exp(-β·E) / Z_β`` scores
-        best on the held-out rows (a grid of steps ``1 / (_SCALES - 1)``), or 1
-        where it scores better than ``β = 1`` by no more than the standard error
-        of that difference.
+        """The factor in ``[0, 1]`` that the energy's strength should have.
+
+        Of the factors ``β = 0, 1/40, ..., 1``, the one whose model
+        ``q·exp(-β·E) / Z_β`` scores best on the held-out rows, or 1 where it scores
+        better than ``β = 1`` by no more than the standard error of that
+        difference. ``β < 1`` shrinks an energy that learned more than the
+        held-out rows support towards the base (``β = 0``); the smaller ``β``, the
+        lighter the tail of the weights ``exp(-β·E)`` that importance sampling of
+        ``log Z`` rests on.
 
         ``log Z_β`` comes from the same draws for every ``β``, and the held-out
-        score ``-β·mean(E) - log Z_β`` is concave in ``β``. ``β < 1`` shrinks an
-        energy that learned more than the held-out rows support towards the
-        base (``β = 0``); the smaller ``β``, the lighter the tail of the weights
-        ``exp(-β·E)`` that importance sampling of ``log Z`` rests on. The rows'
-        scores under ``β`` and under 1 differ by ``(1 - β)·E`` plus a constant,
-        so the standard error is ``(1 - β)·std(E) / sqrt(n_rows)``.
+        score ``-β·mean(E) - log Z_β`` is concave in ``β``. The standard error of
+        the difference between ``β`` and 1 has two parts: the rows' scores differ
+        by ``(1 - β)·E`` plus a constant, and ``log Z_β - log Z_1`` has the
+        sampling variance of the draws (delta method).
+
+        Parameters
+        ----------
+        energy : nn.Module
+            The trained energy ``E``.
+
+        Returns
+        -------
+        float
+            The factor ``β``.
         """
         minus_energy, log_ratio = self._minus_energy_at_draws(energy)
         with torch.no_grad():
@@ -112,16 +125,24 @@ class HeldOutLikelihood:
         scales = torch.linspace(
             0.0, 1.0, _SCALES, dtype=torch.float64, device=minus_energy.device
         )
-        log_partitions = torch.logsumexp(
-            scales[:, None] * minus_energy + log_ratio, 1
-        ) - torch.logsumexp(log_ratio, 0)
+        log_weights = scales[:, None] * minus_energy + log_ratio
+        log_partitions = torch.logsumexp(log_weights, 1) - torch.logsumexp(log_ratio, 0)
         scores = -scales * learned.mean() - log_partitions
-        best = torch.argmax(scores)
-        gain = scores[best] - scores[-1]
-        stderr = (1 - scales[best]) * learned.std() / learned.shape[0] ** 0.5
-        return float(scales[best]) if bool(gain > stderr) else 1.0
+        best = int(torch.argmax(scores))
+        gain = float(scores[best] - scores[-1])
+        factor = best / (_SCALES - 1)
+        rows_variance = ((1 - factor) * learned.std()) ** 2 / learned.shape[0]
+        # Each draw's share of Ẑ_β minus its share of Ẑ_1, times the number of
+        # draws: log Ẑ_β - log Ẑ_1 varies as their variance over that number.
+        n_draws = log_weights.shape[1]
+        shares = torch.softmax(log_weights[[best, -1]], dim=1) * n_draws
+        draws_variance = (shares[0] - shares[1]).var() / n_draws
+        stderr = float(torch.sqrt(rows_variance + draws_variance))
+        return factor if gain > stderr else 1.0
 
-    def _minus_energy_at_draws(self, energy) -> tuple[torch.Tensor, torch.Tensor]:
+    def _minus_energy_at_draws(
+        self, energy: nn.Module
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``-E`` at the draws and their ``log q - log proposal`` (float64)."""
         draws, log_ratio = self.draws
         with torch.no_grad():

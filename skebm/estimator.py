@@ -18,6 +18,7 @@ from torch import nn
 
 from skebm._components import resolve_strategy
 from skebm._fitted_state import (
+    ADDED_ATTRIBUTES,
     cpu_state,
     move_fitted,
     warn_loaded_on_cpu,
@@ -187,7 +188,9 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         Continue from the fitted energy, optimizer state, loss state (persistent
         chains) and random stream instead of starting anew. The standardisation
         and base density stay those of the first fit; with early stopping the
-        rows passed are split again.
+        rows passed are split again, and the energy continues from its scaled
+        self (``energy_scale_`` of the previous fit), which the new fit scales
+        again.
     random_state : int, RandomState instance or None, default=None
         Seeds a local ``torch.Generator`` in :meth:`fit`; torch's and numpy's
         global random states are not used. The same int gives the same model on
@@ -230,7 +233,9 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         model scored best on the held-out rows, with ``log Z`` estimated for
         each. Below 1 where the energy learned the training rows more closely
         than held-out rows support. 1 without held-out rows, for energies
-        without a ``scale_output_`` method, and after :meth:`partial_fit`.
+        without a ``scale_output_`` method, where ``fit`` dropped the energy,
+        and after :meth:`partial_fit` (which scales nothing; the energy keeps
+        any earlier factor).
     loss_ : BaseLoss
         The loss used (a fresh instance, never the ``loss`` parameter itself).
     sampler_ : BaseSampler
@@ -627,6 +632,8 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
 
     def __setstate__(self, state):
         warn_other_version(state.pop("_skebm_version", None), stacklevel=2)
+        if "energy_" in state:  # fitted by a version without the newer attributes
+            state = {**ADDED_ATTRIBUTES, **state}
         super().__setstate__(state)
         device = state.get("device_")
         if device is None or device.type == "cpu":

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from skebm.energies.mlp import ACTIVATIONS, scale_linear_
+from skebm.energies.mlp import ACTIVATIONS, _scale_linear
 
 __all__ = ["ConvEnergy"]
 
@@ -132,4 +132,4 @@ class ConvEnergy(nn.Module):
     def scale_output_(self, factor: float) -> None:
         """Multiply the energy by ``factor`` in place (through its output layer);
         see :meth:`MLPEnergy.scale_output_ <skebm.energies.MLPEnergy.scale_output_>`."""
-        scale_linear_(self.layers[-1], factor)
+        _scale_linear(self.layers[-1], factor)

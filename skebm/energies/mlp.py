@@ -10,7 +10,7 @@ from torch import nn
 from skebm.fast_gradient import langevin_move
 from skebm.utils._torch import autograd_value_and_grad
 
-__all__ = ["ACTIVATIONS", "FourierFeatures", "MLPEnergy", "scale_linear_"]
+__all__ = ["ACTIVATIONS", "FourierFeatures", "MLPEnergy"]
 
 _aten = torch.ops.aten
 
@@ -174,7 +174,7 @@ class MLPEnergy(nn.Module):
         >>> torch.allclose(energy(x), 0.5 * before)
         True
         """
-        scale_linear_(self.layers[-1], factor)
+        _scale_linear(self.layers[-1], factor)
 
     def value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``E(x)`` and ``∇ₓE(x)``, detached, by a hand-written backward pass.
@@ -259,7 +259,7 @@ _BACKWARD = {
 _NEEDS_OUTPUT = {nn.Tanh}
 
 
-def scale_linear_(layer: nn.Linear, factor: float) -> None:
+def _scale_linear(layer: nn.Linear, factor: float) -> None:
     """Multiply a linear layer's output by ``factor`` in place (weights and bias)."""
     with torch.no_grad():
         layer.weight.mul_(factor)

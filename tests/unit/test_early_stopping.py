@@ -210,23 +210,41 @@ def test_best_scale_finds_the_strength_the_held_out_rows_were_drawn_with(true_sc
     # Maximum likelihood over β is mean(z₁) / a, standard error 1 / (a·√n_rows).
     # log Z_β by importance sampling moves it by about 1 / (a·√ESS), where the
     # weights exp(β·a·z₁) of standard normal draws have ESS ≈ n_draws / e^((β·a)²)
-    # (the defensive share only lowers their variance); the grid adds half a step.
+    # (the defensive share changes it little); the grid adds half a step.
     data_error = 1 / (a * n_rows**0.5)
     sampling_error = 1 / (a * (n_draws / np.exp((true_scale * a) ** 2)) ** 0.5)
     tolerance = 3 * np.hypot(data_error, sampling_error) + 0.5 / 40
     assert abs(found - true_scale) <= tolerance
 
 
-def test_best_scale_stops_at_one_where_the_rows_ask_for_more():
-    rows = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0))
-    rows[:, 0] += 1.5 * 2.0
+def _tilted_held_out(true_scale: float, a: float, n_rows: int, seed: int):
+    """Held-out rows of the tilted model with factor ``true_scale`` (see _Tilt)."""
+    rows = torch.randn(n_rows, 2, generator=torch.Generator().manual_seed(seed))
+    rows[:, 0] += true_scale * a
     held_out = HeldOutLikelihood(
         StandardNormalDensity(2),
         rows,
         n_draws=8192,
         generator=torch.Generator().manual_seed(1),
     )
+    return rows, held_out
+
+
+def test_best_scale_stops_at_one_where_the_rows_ask_for_more():
+    _, held_out = _tilted_held_out(1.5, 2.0, 2000, seed=0)
     assert held_out.best_scale(_Tilt(2.0)) == 1.0
+
+
+def test_best_scale_keeps_one_where_a_smaller_factor_gains_less_than_its_error():
+    """200 rows drawn with the factor 0.95: the maximum-likelihood factor is below
+    1 by δ, a gain of (a·δ)² / 2 nats per row over 1, against a standard error of
+    at least a·δ / sqrt(200) from the rows alone, so the gain is within it for
+    δ < 2 / (a·sqrt(200)) = 0.071."""
+    a = 2.0
+    rows, held_out = _tilted_held_out(0.95, a, 200, seed=3)
+    shortfall = 1 - float(rows[:, 0].mean()) / a
+    assert 0.02 < shortfall < 0.06  # the draw this test is about
+    assert held_out.best_scale(_Tilt(a)) == 1.0
 
 
 class _RecordingMLP(MLPEnergy):
@@ -241,13 +259,57 @@ class _RecordingMLP(MLPEnergy):
         super().scale_output_(factor)
 
 
-def test_fit_scales_the_trained_energy_once_by_energy_scale_(rings):
+def test_fit_scales_the_trained_energy_once_by_the_factor_chosen(rings, monkeypatch):
+    monkeypatch.setattr(HeldOutLikelihood, "best_scale", lambda self, energy: 0.5)
     energy = _RecordingMLP(2, (16,), fourier_features=8)
     est = small_estimator(
         energy=energy, energy_params=None, base="gaussian", max_iter=10, random_state=0
     ).fit(rings)
-    assert est.energy_.factors == [est.energy_scale_]
-    assert isinstance(est.energy_scale_, float) and 0.0 <= est.energy_scale_ <= 1.0
+    assert est.energy_.factors == [0.5]
+    assert est.energy_scale_ == 0.5
+
+
+def test_a_factor_of_zero_leaves_the_base_with_its_exact_log_partition(
+    rings, monkeypatch
+):
+    monkeypatch.setattr(HeldOutLikelihood, "best_scale", lambda self, energy: 0.0)
+    est = small_estimator(base="gaussian", max_iter=10, random_state=0).fit(rings)
+    assert est.energy_scale_ == 0.0
+    with torch.no_grad():
+        assert est.energy_(torch.randn(50, 2)).abs().max().item() == 0.0
+    # The model is scored as its base: log Z is 0 up to the quadrature's error.
+    assert est.log_partition_ == pytest.approx(0.0, abs=1e-3)
+    np.testing.assert_allclose(
+        est.score_samples(rings), est.base_score_samples(rings), atol=1e-3
+    )
+
+
+class _MLPPlusQuadratic(MLPEnergy):
+    """An MLP energy plus a term its inherited ``scale_output_`` does not scale."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + 0.1 * (x * x).sum(-1)
+
+
+def test_an_energy_that_scale_output_does_not_scale_is_kept_as_trained(
+    rings, monkeypatch
+):
+    def fit(factor):
+        monkeypatch.setattr(
+            HeldOutLikelihood, "best_scale", lambda self, energy: factor
+        )
+        return small_estimator(
+            energy=_MLPPlusQuadratic,
+            base="gaussian",
+            max_iter=5,
+            random_state=0,
+        ).fit(rings)
+
+    refused, kept = fit(0.5), fit(1.0)
+    assert refused.energy_scale_ == 1.0
+    z = torch.randn(50, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(refused.energy_(z), kept.energy_(z))
 
 
 @pytest.mark.parametrize(
