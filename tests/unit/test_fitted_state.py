@@ -88,6 +88,16 @@ def test_a_file_saved_before_the_fitted_state_had_one_owner_loads():
     assert est.energy_scale_ == 1.0  # files older than the attribute
 
 
+def test_a_pickle_from_before_an_added_attribute_loads_with_its_default(fitted):
+    est, X = fitted
+    state = est.__getstate__()
+    del state["energy_scale_"]  # as pickled by a version without it
+    old = type(est).__new__(type(est))
+    old.__setstate__(state)
+    assert old.energy_scale_ == 1.0
+    np.testing.assert_array_equal(old.score_samples(X), est.score_samples(X))
+
+
 #: Attribute edits a hostile or damaged file may carry, each refused on loading.
 BAD_ATTRIBUTES = {
     "a NaN mean": ("mean_", {"__ndarray__": [float("nan"), 0.0], "dtype": "float64"}),
