@@ -61,6 +61,10 @@ _VALIDATION_DRAWS = 8192
 #: ``log Z``; with fewer, a trained energy is dropped.
 _MIN_PARTITION_ESS = 10
 
+#: Held-out rows on which ``scale_output_`` is checked to scale the energy (one
+#: batch, so memory stays bounded however many rows are held out).
+_SCALE_PROBE_ROWS = 1024
+
 #: Largest shortfall (nats per row) of a base's held-out score to the best base's
 #: for ``base="auto"`` to train an energy on it where ``log Z`` is sampled.
 _MAX_BASE_GAP = 5.0
@@ -353,8 +357,9 @@ def _shrink_energy(estimator, validation, result) -> float:
     shrunk towards the base, and its ``log Z`` is easier to estimate. Energies
     without ``scale_output_``, fits without held-out rows and diverged ones are
     left as they are (factor 1), and so is an energy whose ``scale_output_`` does
-    not multiply its values on the held-out rows by the factor (a subclass whose
-    ``forward`` adds terms outside the layer it scales).
+    not multiply its values on (up to ``_SCALE_PROBE_ROWS`` of) the held-out rows
+    by the factor (a subclass whose ``forward`` adds terms outside the layer it
+    scales).
     """
     energy = estimator.energy_
     scale_output = getattr(energy, "scale_output_", None)
@@ -364,10 +369,11 @@ def _shrink_energy(estimator, validation, result) -> float:
     if factor == 1.0:
         return factor
     trained = {k: v.clone() for k, v in energy.state_dict().items()}
+    probe = validation.rows[:_SCALE_PROBE_ROWS]
     with torch.no_grad():
-        before = energy(validation.rows)
+        before = energy(probe)
         scale_output(factor)
-        after = energy(validation.rows)
+        after = energy(probe)
     if torch.allclose(after, factor * before, rtol=1e-4, atol=1e-5):
         return factor
     energy.load_state_dict(trained)
