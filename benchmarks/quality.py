@@ -339,7 +339,7 @@ def check_normalisation(est, settings: Settings) -> dict:
 
     2-D: midpoint quadrature of ``exp(score_samples)`` over the base's box (mean ±
     10 standard deviations of every component) in user units, on a grid other than
-    the one ``partition="grid"`` uses (mean ± 6, 601 points). Higher dimension: the
+    the one ``partition="grid"`` uses (mean ± 6, 401 points). Higher dimension: the
     estimator's ``log_partition_`` against plain importance sampling from the
     fitted base (``settings.is_draws`` draws from a generator of its own) and
     against an AIS with ten times as many temperatures as the default AIS; the

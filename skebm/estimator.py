@@ -155,7 +155,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         training loss has not improved by ``tol`` for ``n_iter_no_change`` epochs,
         and ``None`` always runs ``max_iter`` epochs (contrastive losses are not
         monotone).
-    n_iter_no_change : int, default=30
+    n_iter_no_change : int, default=20
         Epochs without improvement before training stops.
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the rows (when that is at least 5
@@ -341,7 +341,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         learning_rate=3e-3,
         max_grad_norm=None,
         tol=None,
-        n_iter_no_change=30,
+        n_iter_no_change=20,
         early_stopping=True,
         validation_fraction=0.1,
         ema_decay=0.99,

@@ -247,7 +247,7 @@ def grid_log_partition(
     ----------
     model : ResidualEnergy
     n_points : int, default=None
-        Points per axis (default 20001 in 1-D, 601 in 2-D).
+        Points per axis (default 20001 in 1-D, 401 in 2-D).
     width : float, default=6.0
         Half-width of the box in base standard deviations.
 
@@ -263,7 +263,7 @@ def grid_log_partition(
     if d > 2:
         raise ValueError(f"Grid quadrature is available for d <= 2, got d={d}.")
     if n_points is None:
-        n_points = 20001 if d == 1 else 601
+        n_points = 20001 if d == 1 else 401
     n_points = check_scalar(n_points, "n_points", Integral, min_val=4)
     low, high = model.base.bounds(width)
     fine = _grid_log_integral(model, low, high, n_points)
