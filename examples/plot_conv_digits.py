@@ -120,7 +120,8 @@ for label, (score, seconds) in results.items():
 
 # %%
 # Samples: rows come back from ``sample``; reshape them to see images. Chains
-# start at exact draws of the base and run ``sample_steps`` MALA steps. In 64
+# start at draws of the base (moved by independence Metropolis-Hastings steps
+# with base draws proposed) and run ``sample_steps`` MALA steps. In 64
 # dimensions the chains move slowly: after 200 steps the samples were still
 # blurred; after 1,000 they take digit shapes.
 conv = models["ConvEnergy (energy='conv')"]

@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from skebm._chain_starts import independence_starts
 from skebm._components import resolve_strategy
 from skebm._fitted_state import (
     ADDED_ATTRIBUTES,
@@ -56,6 +57,10 @@ __all__ = ["EnergyDensityEstimator"]
 
 #: Chains run at once by ``sample``; memory is bounded by one chunk.
 SAMPLE_CHUNK = 16384
+
+#: Independence Metropolis-Hastings steps (base draws proposed) each chain of
+#: ``sample`` takes before the sampler's own steps (:mod:`skebm._chain_starts`).
+_START_STEPS = 16
 
 #: Parameters that take sub-parameters through ``set_params(<name>__<key>=...)``.
 _STRATEGY_PARAMS = ("energy", "loss", "sampler")
@@ -552,8 +557,11 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
     def sample(self, n_samples=1, random_state=None):
         """Draw samples from the fitted density.
 
-        Chains start at exact draws of the base density and run ``sample_steps``
-        steps of the sampler, in chunks of bounded size.
+        Each chain starts at a draw of the base density, takes 16 independence
+        Metropolis-Hastings steps (fresh base draws proposed, accepted by the
+        ratio of their ``exp(-E)``), which move it out of regions the model does
+        not favour, then runs ``sample_steps`` steps of the sampler; in chunks of
+        bounded size.
 
         Parameters
         ----------
@@ -596,7 +604,13 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         with frozen_parameters(model), progress:
             for start in range(0, n_samples, SAMPLE_CHUNK):
                 size = min(SAMPLE_CHUNK, n_samples - start)
-                z = self.base_.sample(size, generator=generator)
+                z = independence_starts(
+                    model.energy,
+                    self.base_,
+                    size,
+                    n_steps=_START_STEPS,
+                    generator=generator,
+                )
                 if fast is None:
                     z = self.sampler_.sample(
                         progress.wrap(model),
