@@ -48,6 +48,8 @@ def independence_starts(
     """
     with torch.no_grad():
         z = base.sample(n_chains, generator=generator)
+        if n_steps == 0:
+            return z
         log_weight = -energy(z)
         for _ in range(n_steps):
             proposal = base.sample(n_chains, generator=generator)
