@@ -8,7 +8,8 @@ One call of :func:`fit_estimator`:
    on a warm start or ``partial_fit``, re-reads the strategies;
 3. holds out ``validation_fraction`` of the rows (:func:`_split`);
 4. fits each candidate base, trains an energy on each that may compete and keeps
-   the model that scores best on the held-out rows (:func:`_fit_bases`); a
+   the model the held-out rows favour (:func:`_fit_bases`,
+   :func:`skebm._base_choice.choose_base`); a
    continuation trains the kept model (:func:`_fit_model`);
 5. estimates ``log Z`` and reports divergence, an unreliable ``log Z`` or no
    convergence.
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from skebm._base_choice import choose_base
 from skebm._components import build_energy
 from skebm._fitted_state import roll_back, snapshot
 from skebm._heldout import HeldOutLikelihood
@@ -120,7 +122,7 @@ def _fit_or_raise(estimator, X, *, n_epochs: int, incremental: bool):
     if first:
         result = _fit_bases(estimator, Z_train, Z_valid, n_epochs, incremental)
     else:
-        result = _fit_model(estimator, Z_train, Z_valid, n_epochs, incremental)
+        result, _ = _fit_model(estimator, Z_train, Z_valid, n_epochs, incremental)
     if result.interrupted:
         warnings.warn(
             "Training interrupted by user; the partly trained model is kept.",
@@ -231,7 +233,8 @@ def _fit_bases(
     incremental: bool,
 ):
     """Fit every candidate base, train an energy on each that may compete, and
-    keep the model with the best held-out log-likelihood.
+    keep the model :func:`~skebm._base_choice.choose_base` picks from their
+    held-out rows (the best mean, the Gaussianised base only by a margin).
 
     Where ``log Z`` is sampled (``d > 2``), a base whose own held-out score is
     more than ``_MAX_BASE_GAP`` nats per row below the best base's is not
@@ -255,27 +258,30 @@ def _fit_bases(
         }
         top = max(alone.values())
         bases = {k: b for k, b in bases.items() if alone[k] >= top - _MAX_BASE_GAP}
-    best, best_state, best_result = (False, -math.inf), None, None
-    scores = {}
+    fitted, held_out, reliable = {}, {}, {}
     for kind, base in bases.items():
         _initialize_model(estimator, kind, base, Z_train)
         name = type(estimator).__name__
         if len(bases) > 1:
             name += f", base {kind!r}"
-        result = _fit_model(estimator, Z_train, Z_valid, n_epochs, incremental, name)
-        scores[kind] = estimator.best_validation_score_
+        result, held_out[kind] = _fit_model(
+            estimator, Z_train, Z_valid, n_epochs, incremental, name
+        )
+        fitted[kind] = result, {a: getattr(estimator, a) for a in _MODEL_ATTRIBUTES}
         # A model whose log Z rests on a handful of draws or chains may score far
         # better than it is: it is kept only when nothing else is left.
-        score = (estimator._partition_reliable, estimator.best_validation_score_ or 0.0)
-        if best_state is None or score > best:
-            best = score
-            best_state = {a: getattr(estimator, a) for a in _MODEL_ATTRIBUTES}
-            best_result = result
+        reliable[kind] = estimator._partition_reliable
         if result.interrupted or result.diverged_epoch is not None:
             break
+    kept = choose_base(held_out, reliable) if len(fitted) > 1 else next(iter(fitted))
+    best_result, best_state = fitted[kept]
     for attribute, value in best_state.items():
         setattr(estimator, attribute, value)
-    estimator.base_scores_ = scores if Z_valid is not None else None
+    estimator.base_scores_ = (
+        {kind: state["best_validation_score_"] for kind, (_, state) in fitted.items()}
+        if Z_valid is not None
+        else None
+    )
     if Z_valid is not None and estimator.base_kind_ != "standard":
         _refit_base(estimator, np.concatenate([Z_train, Z_valid]))
     return best_result
@@ -344,8 +350,7 @@ def _fit_model(
     estimator._energy_dropped = False
     if not estimator._partition_reliable and not incremental:
         _drop_energy(estimator)
-    _record_validation(estimator, result, validation)
-    return result
+    return result, _record_validation(estimator, result, validation)
 
 
 def _shrink_energy(estimator, validation, result) -> float:
@@ -439,19 +444,19 @@ def _held_out(estimator, Z_valid, base) -> HeldOutLikelihood | None:
     )
 
 
-def _record_validation(estimator, result, validation) -> None:
+def _record_validation(estimator, result, validation) -> np.ndarray | None:
     """The validation curve and the final model's held-out score (with the
-    estimator's own ``log Z``)."""
+    estimator's own ``log Z``); returns the score of each held-out row."""
     if validation is None:
         estimator.validation_scores_ = None
         estimator.best_validation_score_ = None
         estimator.base_validation_score_ = None
-        return
+        return None
     estimator.validation_scores_ = [result.initial_score, *result.validation_scores]
     estimator.base_validation_score_ = float(validation.base_score)
-    estimator.best_validation_score_ = float(
-        validation.log_likelihoods(estimator.energy_, estimator.log_partition_).mean()
-    )
+    rows = validation.log_likelihoods(estimator.energy_, estimator.log_partition_)
+    estimator.best_validation_score_ = float(rows.mean())
+    return rows.cpu().numpy()
 
 
 def _prepare_continuation(estimator) -> None:

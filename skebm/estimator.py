@@ -108,8 +108,10 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         at a time (:class:`~skebm.bases.GaussianizedMixtureDensity`), one
         full-covariance Gaussian, or ``N(0, I)``. ``"auto"`` tries ``"gaussian"``,
         ``"gmm"`` and ``"gaussianized"``, each with its own trained energy, and
-        keeps the model that scores best on the held-out rows (without held-out
-        rows it is ``"gmm"``). Where ``log Z`` is sampled (``d > 2``), a
+        keeps the model that scores best on the held-out rows; the Gaussianised
+        one, the most flexible, only where it beats the others by more than the
+        standard error of the paired difference (without held-out rows it is
+        ``"gmm"``). Where ``log Z`` is sampled (``d > 2``), a
         candidate base more than 5 nats per row below the best one is not
         refined, and a model whose ``log Z`` rests on fewer than 10 effective
         draws or chains is kept only when nothing else is left.

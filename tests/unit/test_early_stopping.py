@@ -57,9 +57,15 @@ def test_an_energy_that_never_helps_leaves_the_model_equal_to_its_base(rings):
 
 
 def test_auto_keeps_the_candidate_base_that_scores_best_on_held_out_rows(rings):
+    """The best mean is kept; the Gaussianised base only by a margin, so where it
+    is best the kept one is it or the best of the others (test_base_choice.py)."""
     est = small_estimator(max_iter=5, random_state=0).fit(rings)
     assert set(est.base_scores_) == {"gaussian", "gmm", "gaussianized"}
-    assert est.base_kind_ == max(est.base_scores_, key=est.base_scores_.get)
+    best = max(est.base_scores_, key=est.base_scores_.get)
+    others = {k: v for k, v in est.base_scores_.items() if k != "gaussianized"}
+    assert est.base_kind_ in {best, max(others, key=others.get)}
+    if best != "gaussianized":
+        assert est.base_kind_ == best
     assert est.best_validation_score_ == est.base_scores_[est.base_kind_]
 
 
