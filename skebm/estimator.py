@@ -607,7 +607,7 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
             for start in range(0, n_samples, SAMPLE_CHUNK):
                 size = min(SAMPLE_CHUNK, n_samples - start)
                 z = independence_starts(
-                    model.energy,
+                    model.energy if fast else progress.wrap(model.energy),
                     self.base_,
                     size,
                     n_steps=_START_STEPS,

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from skebm._progress import EpochProgress, SamplingProgress
+from skebm.estimator import _START_STEPS
 from tests._helpers import small_estimator
 
 
@@ -31,9 +32,13 @@ def test_verbose_2_prints_a_line_per_epoch_and_per_sample_chunk(moons, capsys):
     assert len(lines) == 3, lines
     assert lines[0].startswith("[EnergyDensityEstimator] epoch 1, loss=")
     assert lines[1].startswith("[EnergyDensityEstimator] epoch 2, loss=")
-    # Langevin evaluates the energy once per step: sample_steps=5 in small_estimator.
+    # Langevin evaluates the energy once per step (sample_steps=5 in
+    # small_estimator), after the 16 independence steps that start the chains
+    # (one evaluation at the base draws, one per step).
+    evaluations = 5 + 1 + _START_STEPS
     assert lines[2].startswith(
-        "[EnergyDensityEstimator] sample chunk 1/1: 30 rows, 5 energy evaluations"
+        "[EnergyDensityEstimator] sample chunk 1/1: "
+        f"30 rows, {evaluations} energy evaluations"
     )
 
 
