@@ -10,8 +10,8 @@
   Metropolis-adjusted Langevin transitions; any dimension. Returns the estimate
   and its standard error (delta method on the importance weights).
 * :func:`grid_log_partition` — midpoint quadrature over a box holding the base's
-  mass, for ``d <= 2``; its error estimate is the change from a half-resolution
-  grid.
+  mass, widened where the model's mass reaches its edge, for ``d <= 2``; its error
+  estimate is the change from a half-resolution grid.
 """
 
 from __future__ import annotations
@@ -232,6 +232,14 @@ def _summarise(log_weights: torch.Tensor, acceptance) -> PartitionEstimate:
     return PartitionEstimate(log_z, stderr, ess, *acceptance)
 
 
+#: Largest share of the quadrature's mass in the outermost cells of one side of
+#: the box before that side moves out (a base's own box holds about 1e-10 there).
+_EDGE_MASS = 1e-6
+
+#: Most times the box of :func:`grid_log_partition` is widened.
+_MAX_WIDENINGS = 8
+
+
 def grid_log_partition(
     model: ResidualEnergy,
     *,
@@ -240,8 +248,13 @@ def grid_log_partition(
 ) -> PartitionEstimate:
     """Midpoint-rule quadrature of ``log ∫ q(z) exp(-E(z)) dz`` for ``d <= 2``.
 
-    The box is the base's ``bounds(width)`` (mean ± ``width`` standard deviations of
-    every component), so it holds all but a negligible part of the base's mass.
+    The box starts as the base's ``bounds(width)`` (mean ± ``width`` standard
+    deviations of every component), which holds all but a negligible part of the
+    base's mass. The model's mass can lie beyond it (rows far in a heavy tail, where
+    the energy raised a base that had almost none), so each side whose outermost
+    cells hold more than ``_EDGE_MASS`` of the total moves out by half the box's
+    length on that axis, up to ``_MAX_WIDENINGS`` times, with the same number of
+    points.
 
     Parameters
     ----------
@@ -249,13 +262,13 @@ def grid_log_partition(
     n_points : int, default=None
         Points per axis (default 20001 in 1-D, 401 in 2-D).
     width : float, default=6.0
-        Half-width of the box in base standard deviations.
+        Half-width of the starting box in base standard deviations.
 
     Returns
     -------
     PartitionEstimate
         ``stderr`` is the absolute change from a grid with half the points per
-        axis: an estimate of the quadrature error.
+        axis over the same box: an estimate of the quadrature error.
     """
     if model.base is None:
         raise ValueError("Grid quadrature needs a base density to place the box.")
@@ -266,12 +279,21 @@ def grid_log_partition(
         n_points = 20001 if d == 1 else 401
     n_points = check_scalar(n_points, "n_points", Integral, min_val=4)
     low, high = model.base.bounds(width)
-    fine = _grid_log_integral(model, low, high, n_points)
-    coarse = _grid_log_integral(model, low, high, n_points // 2)
+    values = _grid_log_density(model, low, high, n_points)
+    for _ in range(_MAX_WIDENINGS):
+        wider = _widened(values, low, high)
+        if wider is None:
+            break
+        low, high = wider
+        values = _grid_log_density(model, low, high, n_points)
+    fine = _log_integral(values, low, high)
+    half_resolution = _grid_log_density(model, low, high, n_points // 2)
+    coarse = _log_integral(half_resolution, low, high)
     return PartitionEstimate(fine, abs(fine - coarse))
 
 
-def _grid_log_integral(model, low, high, n_points) -> float:
+def _grid_log_density(model, low, high, n_points) -> np.ndarray:
+    """``log q - E`` at the cell midpoints, shaped ``(n_points,) * d``."""
     axes = [
         lo + (np.arange(n_points) + 0.5) * (hi - lo) / n_points
         for lo, hi in zip(low, high)
@@ -281,9 +303,31 @@ def _grid_log_integral(model, low, high, n_points) -> float:
     log_density = evaluate_in_chunks(
         lambda z: -model(z), mesh, device=ref.device, dtype=ref.dtype, chunk=16384
     )
-    log_cell = float(np.sum(np.log((high - low) / n_points)))
-    top = log_density.max()
-    return float(top + np.log(np.exp(log_density - top).sum()) + log_cell)
+    return log_density.reshape((n_points,) * len(axes))
+
+
+def _log_integral(values: np.ndarray, low, high) -> float:
+    """The midpoint rule's ``log`` of the integral over the box."""
+    log_cell = float(np.sum(np.log((high - low) / values.shape[0])))
+    top = values.max()
+    return float(top + np.log(np.exp(values - top).sum()) + log_cell)
+
+
+def _widened(values: np.ndarray, low, high):
+    """The box with every side whose outermost cells hold more than
+    ``_EDGE_MASS`` of the mass moved out, or None when no side does."""
+    top = values.max()
+    total = np.exp(values - top).sum()
+    low, high = np.array(low, dtype=float), np.array(high, dtype=float)
+    moved = False
+    for axis in range(values.ndim):
+        step = (high[axis] - low[axis]) / 2
+        for index, bound, sign in ((0, low, -1.0), (-1, high, 1.0)):
+            edge = np.exp(np.take(values, index, axis=axis) - top).sum()
+            if not edge <= _EDGE_MASS * total:
+                bound[axis] += sign * step
+                moved = True
+    return (low, high) if moved else None
 
 
 def estimate_log_partition(

@@ -162,3 +162,40 @@ def test_grid_refuses_more_than_two_dimensions():
     model = ResidualEnergy(MLPEnergy(3, (8,)), StandardNormalDensity(3))
     with pytest.raises(ValueError, match="d <= 2"):
         grid_log_partition(model)
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_grid_widens_its_box_to_mass_beyond_the_base(d):
+    """A model whose mass lies 8 base standard deviations out, beyond the base's
+    box of ±6 (rows far in a heavy tail): N(0, I) times exp(-|x - μ|²/2) with
+    μ = 16·e_d is a Gaussian of mean 8·e_d, whose log Z has a closed form."""
+    mean = np.zeros(d)
+    mean[-1] = 16.0
+    energy = GaussianEnergy(d, mean=mean, learnable=False).double()
+    model = ResidualEnergy(energy, StandardNormalDensity(d).double())
+    exact = gaussian_product_log_partition(
+        [np.zeros(d)], [np.eye(d)], [1.0], mean, np.eye(d)
+    )
+    estimate = grid_log_partition(model)
+    assert abs(estimate.log_partition - exact) < 1e-4, (estimate, exact)
+    assert estimate.stderr < 1e-4
+
+
+def test_grid_keeps_the_base_box_when_the_mass_is_inside(monkeypatch):
+    """The closed-form cases of ``test_grid_matches_closed_form`` evaluate one
+    grid and one of half the resolution: no widening where nothing reaches the edge."""
+    import skebm.partition as partition
+
+    calls = []
+    evaluate = partition.evaluate_in_chunks
+
+    def counted(function, rows, **kwargs):
+        calls.append(len(rows))
+        return evaluate(function, rows, **kwargs)
+
+    monkeypatch.setattr(partition, "evaluate_in_chunks", counted)
+    for name in ("standard-2d", "gmm-2d"):
+        calls.clear()
+        model, _ = _case(name)
+        grid_log_partition(model)
+        assert calls == [401**2, 200**2], name
