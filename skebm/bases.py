@@ -553,8 +553,33 @@ BASE_CLASSES = {
 
 
 def _segment_slopes(knots_x: torch.Tensor, knots_z: torch.Tensor) -> torch.Tensor:
+    """The slopes between knots, then of the two rays beyond them.
+
+    No row of the data lies beyond the outer knots, and a ray that kept the slope
+    of the kernel estimate's outermost tail would make the density fall there like
+    a Gaussian as narrow as that kernel (a digits pixel that never exceeds 1.7 in
+    900 training images gave an image with 8.3 there -3,912 nats). So neither ray
+    is steeper than the map's central slope, through the knots nearest ``z = -1``
+    and ``z = 1``: beyond its data, each feature's tails are no lighter than a
+    Gaussian's of the feature's central spread.
+    """
     inner = knots_z.diff() / knots_x.diff()
-    return torch.cat([inner[:, :1], inner, inner[:, -1:]], dim=1)
+    n_knots = knots_z.shape[1]
+    ones = torch.tensor([-1.0, 1.0], dtype=knots_z.dtype, device=knots_z.device)
+    ends = torch.searchsorted(knots_z, ones.expand(knots_z.shape[0], 2).contiguous())
+    low = ends[:, :1].clamp(max=n_knots - 2)
+    high = torch.maximum(ends[:, 1:].clamp(max=n_knots - 1), low + 1)
+    central = (knots_z.gather(1, high) - knots_z.gather(1, low)) / (
+        knots_x.gather(1, high) - knots_x.gather(1, low)
+    )
+    return torch.cat(
+        [
+            torch.minimum(inner[:, :1], central),
+            inner,
+            torch.minimum(inner[:, -1:], central),
+        ],
+        dim=1,
+    )
 
 
 #: Knots of each Gaussianising map, evenly spaced in z over [-_Z_RANGE, _Z_RANGE].
