@@ -338,11 +338,12 @@ def _side_by_side(precision_tril: torch.Tensor) -> torch.Tensor:
 class MarginalGaussianization(nn.Module):
     """A monotone, piecewise-linear map ``z_i = T_i(x_i)`` of each feature.
 
-    ``T_i`` goes through knots ``(x_ik, z_ik)`` and continues with its outer slopes
-    beyond them, so it is invertible on the whole line, and its derivative is
-    constant between knots. :meth:`fit` places the knots so that ``T_i`` follows
-    ``Φ⁻¹ ∘ F_i``, with ``F_i`` a kernel estimate of the feature's distribution:
-    the features then look standard normal one at a time.
+    ``T_i`` goes through knots ``(x_ik, z_ik)`` and continues beyond them along rays
+    no steeper than its central slope (see :func:`_segment_slopes`), so it is
+    invertible on the whole line, and its derivative is constant between knots.
+    :meth:`fit` places the knots so that ``T_i`` follows ``Φ⁻¹ ∘ F_i``, with
+    ``F_i`` a kernel estimate of the feature's distribution: the features then look
+    standard normal one at a time.
 
     Parameters
     ----------
@@ -363,8 +364,8 @@ class MarginalGaussianization(nn.Module):
             raise ValueError("The knots of every feature must increase strictly.")
         self.register_buffer("knots_x", knots_x)
         self.register_buffer("knots_z", knots_z)
-        # Slope of segment s (between knots s-1 and s; the outer segments extend
-        # the outer slopes), shape (d, n_knots + 1). Derived, but saved: computed
+        # Slope of segment s (between knots s-1 and s; the outer segments are
+        # the rays), shape (d, n_knots + 1). Derived, but saved: computed
         # again from rounded knots it would differ in the last bits.
         self.register_buffer("slopes", _segment_slopes(knots_x, knots_z))
 
