@@ -325,10 +325,12 @@ def fit_skebm(X_train, X_test, settings: Settings) -> dict:
 def _skebm_detail(est) -> str:
     mixture = getattr(est.base_, "inner", est.base_)
     runs = getattr(mixture, "n_members", 1)
-    components = getattr(mixture, "n_components", 1) // runs
+    components = getattr(mixture, "n_member_components", 1) // runs
     covariance = getattr(mixture, "covariance_type", "full")
+    tails = getattr(mixture, "n_tail", 0)
     return (
-        f"base {est.base_kind_!r}: {runs} x {components} comp. ({covariance}), "
+        f"base {est.base_kind_!r}: {runs} x {components} comp. ({covariance})"
+        f"{f' + {tails} tails' if tails else ''}, "
         f"{est.n_iter_} epochs, energy scale {est.energy_scale_:.3f}, "
         f"log Z {est.log_partition_:.3f} ± {est.log_partition_stderr_:.3f}"
     )

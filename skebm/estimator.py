@@ -104,9 +104,11 @@ class EnergyDensityEstimator(DensityMixin, BaseEstimator):
         The base density ``q``, fitted to the standardised training rows: a
         Gaussian mixture (covariance structure and components chosen on the
         held-out rows, or by BIC without them; the average of up to 8 EM runs
-        from different starts), the same mixture on features Gaussianised one
-        at a time (:class:`~skebm.bases.GaussianizedMixtureDensity`), one
-        full-covariance Gaussian, or ``N(0, I)``. ``"auto"`` tries ``"gaussian"``,
+        from different starts; a share of 1e-4 of wide Gaussians keeps its tails
+        heavy beyond the data, :func:`~skebm.bases.with_tails`), the same
+        mixture on features Gaussianised one at a time
+        (:class:`~skebm.bases.GaussianizedMixtureDensity`), one full-covariance
+        Gaussian, or ``N(0, I)``. ``"auto"`` tries ``"gaussian"``,
         ``"gmm"`` and ``"gaussianized"``, each with its own trained energy, and
         keeps the model that scores best on the held-out rows; the Gaussianised
         one, the most flexible, only where it beats the others by more than the

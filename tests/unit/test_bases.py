@@ -9,11 +9,13 @@ from scipy.stats import kstest, lognorm, norm
 from skebm import bases
 from skebm.bases import (
     BASE_CLASSES,
+    TAIL_SHARE,
     GaussianMixtureDensity,
     MarginalGaussianization,
     StandardNormalDensity,
     _max_components,
     fit_base,
+    refit_base,
 )
 from skebm.datasets import make_funnel, make_gaussian_grid, make_rings, make_two_moons
 
@@ -152,7 +154,7 @@ def test_an_empty_density_of_the_stored_shapes_loads_the_state(density, gaussian
 
 
 def _components_per_member(base) -> int:
-    return base.n_components // base.n_members
+    return base.n_member_components // base.n_members
 
 
 def test_components_are_chosen_on_held_out_rows():
@@ -174,7 +176,9 @@ def test_a_shared_covariance_is_chosen_where_the_components_share_one():
     base = fit_base("gmm", X[:5000], Z_valid=X[5000:], random_state=0)
     assert base.covariance_type == "tied"
     covariances = base.scale_tril @ base.scale_tril.transpose(-1, -2)
-    per_member = covariances.unflatten(0, (base.n_members, -1))
+    per_member = covariances[: base.n_member_components].unflatten(
+        0, (base.n_members, -1)
+    )
     assert torch.equal(per_member, per_member[:, :1].expand_as(per_member))
     # Two moons are not a mixture of one shape: full covariances.
     X = _standardised(make_two_moons(3000, random_state=0))
@@ -223,7 +227,7 @@ def test_few_rows_support_few_components(rng):
     assert _components_per_member(base) <= 5
     assert fit_base("gaussian", X).n_components == 1
     fixed = fit_base("gmm", X, {"n_components": 2, "n_members": 1}, random_state=0)
-    assert fixed.n_components == 2
+    assert fixed.n_member_components == 2
 
 
 def test_unknown_options_are_refused(rings):
@@ -265,26 +269,41 @@ def test_refit_keeps_the_components_and_refines_the_same_solution(kind, rings):
 
 def _members(mixture):
     """The runs an averaged mixture holds, each as a mixture of its own."""
-    size = mixture.n_components // mixture.n_members
-    covariances = mixture.scale_tril @ mixture.scale_tril.transpose(-1, -2)
+    size = mixture.n_member_components // mixture.n_members
     return [
-        GaussianMixtureDensity(
-            mixture.log_weights[start : start + size].exp(),
-            mixture.means[start : start + size],
-            covariances[start : start + size],
-        )
-        for start in range(0, mixture.n_components, size)
+        _part(mixture, slice(start, start + size))
+        for start in range(0, mixture.n_member_components, size)
     ]
+
+
+def _part(mixture, components: slice) -> GaussianMixtureDensity:
+    """Some of a mixture's components, as a mixture of their own."""
+    covariances = mixture.scale_tril @ mixture.scale_tril.transpose(-1, -2)
+    return GaussianMixtureDensity(
+        mixture.log_weights[components].exp(),
+        mixture.means[components],
+        covariances[components],
+    )
+
+
+def _tails(mixture) -> GaussianMixtureDensity:
+    return _part(mixture, slice(mixture.n_member_components, None))
 
 
 def test_an_averaged_mixture_is_the_mean_of_its_runs(rng):
     X = _standardised(make_two_moons(2000, random_state=0))
     base = fit_base("gmm", X, {"n_components": 6}, random_state=0)
-    assert base.n_members > 1 and base.n_components == 6 * base.n_members
+    assert base.n_members > 1 and base.n_member_components == 6 * base.n_members
     x = torch.as_tensor(rng.normal(size=(50, 2)))
     runs = torch.stack([member.log_prob(x) for member in _members(base)])
     mean = torch.logsumexp(runs, 0) - np.log(base.n_members)
-    torch.testing.assert_close(base.log_prob(x), mean)
+    torch.testing.assert_close(
+        base.log_prob(x),
+        torch.logaddexp(
+            mean + np.log1p(-TAIL_SHARE),
+            _tails(base).log_prob(x) + np.log(TAIL_SHARE),
+        ),
+    )
 
 
 def test_averaging_runs_raises_the_held_out_likelihood():
@@ -341,7 +360,16 @@ def test_the_averaging_structure_is_stored_and_checked():
     del state["structure"]
     loaded = GaussianMixtureDensity._empty(state, 2)
     loaded.load_state_dict(state)
-    assert (loaded.n_members, loaded.covariance_type) == (1, "full")
+    assert (loaded.n_members, loaded.covariance_type, loaded.n_tail) == (1, "full", 0)
+    # Saved before tails: none.
+    state["structure"] = torch.tensor([2, 1])
+    loaded = GaussianMixtureDensity._empty(state, 2)
+    loaded.load_state_dict(state)
+    assert (loaded.n_members, loaded.covariance_type, loaded.n_tail) == (2, "tied", 0)
+    with pytest.raises(ValueError, match="n_tail must be"):
+        GaussianMixtureDensity(
+            np.ones(4), np.zeros((4, 2)), np.tile(np.eye(2), (4, 1, 1)), n_tail=4
+        )
     state["structure"] = torch.tensor([3, 0])
     with pytest.raises(RuntimeError, match="n_members must divide"):
         GaussianMixtureDensity._empty(state, 2).load_state_dict(state)
@@ -353,6 +381,66 @@ def test_the_averaging_structure_is_stored_and_checked():
         fit_base("gmm", np.zeros((10, 2)), {"covariance_type": "shared"})
 
 
+def test_a_mixture_base_keeps_heavy_tails_beyond_its_data():
+    X = _standardised(make_gaussian_grid(3000, n_per_side=3, std=0.05, random_state=0))
+    base = fit_base("gmm", X, random_state=0)
+    members = _part(base, slice(0, base.n_member_components))
+    assert base.n_tail >= 1
+    # Two standard deviations past the outermost Gaussians of the grid: the members
+    # alone, narrow Gaussians, put it hundreds of nats down.
+    far = torch.tensor([[3.0, 3.0]], dtype=torch.float64)
+    assert members.log_prob(far).item() < -300
+    tails = _tails(base)
+    assert base.log_prob(far).item() > -20
+    assert base.log_prob(far).item() >= (
+        tails.log_prob(far).item() + np.log(TAIL_SHARE) - 1e-9
+    )
+    # On the data the tails cost at most -log(1 - 1e-4) nats.
+    rows = torch.as_tensor(X)
+    cost = members.log_prob(rows) - base.log_prob(rows)
+    assert 0 <= cost.max().item() <= -np.log1p(-TAIL_SHARE) + 1e-12
+    # They leave a quadrature's box where the members put it.
+    for got, expected in zip(base.bounds(), members.bounds()):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_the_tails_reach_the_farthest_row():
+    rng = np.random.default_rng(0)
+    for X in (rng.normal(size=(2000, 2)), rng.standard_cauchy(size=(2000, 2))):
+        base = fit_base("gmm", X, {"n_components": 2, "n_members": 1}, random_state=0)
+        covariance = np.cov(X, rowvar=False) + 1e-6 * np.eye(2)
+        centred = X - X.mean(0)
+        radius = np.sqrt(
+            np.einsum("nd,dk,nk->n", centred, np.linalg.inv(covariance), centred).max()
+        )
+        tails = _tails(base)
+        scales = 2.0 ** np.arange(1, base.n_tail + 1)
+        np.testing.assert_allclose(
+            (tails.scale_tril @ tails.scale_tril.transpose(-1, -2)).numpy(),
+            scales[:, None, None] ** 2 * covariance,
+        )
+        np.testing.assert_allclose(
+            tails.means.numpy(), np.tile(X.mean(0), (base.n_tail, 1))
+        )
+        assert scales[-1] >= radius and (base.n_tail == 1 or scales[-2] < radius)
+        np.testing.assert_allclose(tails.log_weights.exp().numpy(), 1 / base.n_tail)
+    assert base.n_tail >= 5  # Cauchy rows reach far
+
+
+def test_refit_builds_the_tails_from_the_new_rows(rings):
+    base = fit_base("gmm", rings[:2000], {"n_components": 3}, random_state=0)
+    wider = np.concatenate([rings, 40 * rings[:1]])
+    more = refit_base(base, wider)
+    assert more.n_member_components == base.n_member_components
+    assert more.n_tail > base.n_tail
+    assert (more.n_members, more.covariance_type) == (
+        base.n_members,
+        base.covariance_type,
+    )
+    gaussian = fit_base("gaussian", rings)
+    assert gaussian.n_tail == 0 and refit_base(gaussian, wider).n_tail == 0
+
+
 def test_refit_of_a_diagonal_mixture_stays_diagonal(rings):
     from skebm.bases import refit_base
 
@@ -360,6 +448,7 @@ def test_refit_of_a_diagonal_mixture_stays_diagonal(rings):
     base = fit_base("gmm", rings[:2000], params, random_state=0)
     more = refit_base(base, rings, params)
     covariances = more.scale_tril @ more.scale_tril.transpose(-1, -2)
+    covariances = covariances[: more.n_member_components]
     off_diagonal = covariances - torch.diag_embed(
         torch.diagonal(covariances, 0, -2, -1)
     )
