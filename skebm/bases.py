@@ -274,7 +274,8 @@ class GaussianMixtureDensity(BaseDensity):
         # files saved before tails, no tail.
         structure = state_dict.get(prefix + "structure", torch.tensor([1, 0]))
         if structure.shape == (2,):
-            state_dict[prefix + "structure"] = torch.cat([structure, structure[:1] * 0])
+            no_tail = torch.zeros(1, dtype=structure.dtype)
+            state_dict[prefix + "structure"] = torch.cat([structure, no_tail])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         with torch.no_grad():
             self._whitening.copy_(_side_by_side(self.precision_tril))
@@ -859,7 +860,22 @@ def with_tails(
     -------
     GaussianMixtureDensity
         The members' components, then the tails (``n_tail`` of them).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skebm.bases import GaussianMixtureDensity, with_tails
+    >>> Z = np.random.default_rng(0).normal(size=(1000, 2))
+    >>> narrow = GaussianMixtureDensity([1.0], [[0.0, 0.0]], [0.01 * np.eye(2)])
+    >>> tailed = with_tails(narrow, Z)
+    >>> tailed.n_tail, tailed.n_member_components
+    (2, 1)
+    >>> far = torch.tensor([[3.0, 0.0]], dtype=torch.float64)
+    >>> round(narrow.log_prob(far).item()), round(tailed.log_prob(far).item())
+    (-447, -14)
     """
+    if mixture.n_tail:
+        raise ValueError(f"The mixture has {mixture.n_tail} tails already.")
     mean = Z.mean(0)
     covariance = np.atleast_2d(np.cov(Z, rowvar=False))
     covariance = covariance + 1e-6 * np.eye(Z.shape[1])

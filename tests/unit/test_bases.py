@@ -16,6 +16,7 @@ from skebm.bases import (
     _max_components,
     fit_base,
     refit_base,
+    with_tails,
 )
 from skebm.datasets import make_funnel, make_gaussian_grid, make_rings, make_two_moons
 
@@ -402,6 +403,8 @@ def test_a_mixture_base_keeps_heavy_tails_beyond_its_data():
     # They leave a quadrature's box where the members put it.
     for got, expected in zip(base.bounds(), members.bounds()):
         np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="tails already"):
+        with_tails(base, X)
 
 
 def test_the_tails_reach_the_farthest_row():
